@@ -1,0 +1,141 @@
+"""Session fixtures shared by every test: tiny random models of the real architectures, saved with
+save_pretrained and loaded back through the real loaders, and a real ACNE04 example photo."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+# Read once, when huggingface_hub is first imported: set before anything imports it.
+# There is no Hub here; offline mode makes a Hub id fail fast instead of waiting on the network.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+import pytest
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+EXAMPLES_DIR = PROJECT_DIR / "images" / "examples"
+TEST_SEG_SIZE = 256  # keep the UNet input small in tests: the suite must stay fast on 2 CPUs
+
+if str(PROJECT_DIR) not in sys.path:
+    sys.path.insert(0, str(PROJECT_DIR))
+
+LEVELS_5 = ["level -1", "level 0", "level 1", "level 2", "level 3"]
+LEVELS_4 = ["level 0", "level 1", "level 2", "level 3"]
+
+
+def _save_tiny_vit(folder: Path, labels: list[str], image_size: int = 64) -> Path:
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+    import torch
+
+    torch.manual_seed(0)
+    config = ViTConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        image_size=image_size, patch_size=16, num_labels=len(labels),
+        id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)},
+    )
+    ViTForImageClassification(config).eval().save_pretrained(folder)
+    # Same preprocessing as skintelligent-acne (mean = std = 0.5), at the tiny model's size.
+    ViTImageProcessor(size={"height": image_size, "width": image_size},
+                      image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(folder)
+    return folder
+
+
+def _save_tiny_dinov2(folder: Path, labels: list[str], image_size: int = 56) -> Path:
+    from transformers import BitImageProcessor, Dinov2Config, Dinov2ForImageClassification
+    import torch
+
+    torch.manual_seed(0)
+    config = Dinov2Config(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2,
+        image_size=image_size, patch_size=14, num_labels=len(labels),
+        id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)},
+    )
+    Dinov2ForImageClassification(config).eval().save_pretrained(folder)
+    BitImageProcessor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
+                      image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225]).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_segmenter_dir(tmp_path_factory) -> Path:
+    """Random-init real ResNet34-UNet, 2 channels (lesion, centre), saved in fp16 + inference.json."""
+    import torch
+    from acne.segmentation import build_unet
+
+    folder = tmp_path_factory.mktemp("models") / "segmenter"
+    torch.manual_seed(0)
+    model = build_unet(classes=2).eval().half()  # fp16 on disk halves the size; loader casts back
+    model.save_pretrained(str(folder))
+    (folder / "inference.json").write_text(json.dumps({
+        "threshold": 0.5, "center_threshold": 0.5, "input_size": TEST_SEG_SIZE, "min_area_px": 4,
+        "channels": ["lesion", "center"], "metrics": {"note": "random weights, tests only"},
+    }))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_grader_dir(tmp_path_factory) -> Path:
+    """Tiny ViTForImageClassification with skintelligent-acne's labels 'level -1'..'level 3'."""
+    return _save_tiny_vit(tmp_path_factory.mktemp("models") / "grader5", LEVELS_5)
+
+
+@pytest.fixture(scope="session")
+def tiny_grader4_dir(tmp_path_factory) -> Path:
+    """Tiny ViTForImageClassification with our own grader's labels 'level 0'..'level 3'."""
+    return _save_tiny_vit(tmp_path_factory.mktemp("models") / "grader4", LEVELS_4)
+
+
+@pytest.fixture(scope="session")
+def tiny_dinov2_grader_dir(tmp_path_factory) -> Path:
+    """Tiny Dinov2ForImageClassification, labels 'level 0'..'level 3' (the shape of our own grader)."""
+    return _save_tiny_dinov2(tmp_path_factory.mktemp("models") / "grader_dinov2", LEVELS_4)
+
+
+@pytest.fixture(scope="session")
+def example_photo() -> Path:
+    """A real ACNE04 valid photo shipped in images/examples/."""
+    photos = sorted(EXAMPLES_DIR.glob("*.jpg"))
+    assert photos, f"no example photos in {EXAMPLES_DIR}"
+    preferred = EXAMPLES_DIR / "acne04_valid_grade2_0.jpg"
+    return preferred if preferred.exists() else photos[0]
+
+
+@pytest.fixture(scope="session")
+def example_photos() -> list[Path]:
+    return sorted(EXAMPLES_DIR.glob("*.jpg"))
+
+
+@pytest.fixture(scope="session")
+def tiny_settings(tiny_segmenter_dir, tiny_grader_dir):
+    """Settings pointing at the tiny models: segmenter, and the 5-label ViT as grader and fallback."""
+    from acne.config import Settings
+
+    return Settings(segmenter=str(tiny_segmenter_dir), grader=str(tiny_grader_dir),
+                    grader_fallback=str(tiny_grader_dir), seg_size=TEST_SEG_SIZE)
+
+
+@pytest.fixture(scope="session")
+def tiny_analyzer(tiny_settings):
+    """Analyzer over the two tiny models, loaded once through load_analyzer()."""
+    from acne.analysis import load_analyzer
+
+    return load_analyzer(tiny_settings)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_env(tiny_segmenter_dir, tiny_grader_dir) -> dict[str, str]:
+    """Environment for subprocesses (CLI, app) that should use the tiny models."""
+    env = dict(os.environ)
+    env.update({
+        "ACNE_SEGMENTER": str(tiny_segmenter_dir),
+        "ACNE_GRADER": str(tiny_grader_dir),
+        "ACNE_GRADER_FALLBACK": str(tiny_grader_dir),
+        "ACNE_SEG_SIZE": str(TEST_SEG_SIZE),
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1"),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_DIR), env.get("PYTHONPATH")])),
+    })
+    env.pop("OPENAI_API_KEY", None)  # subprocesses never reach a real API from tests
+    return env
