@@ -1,0 +1,197 @@
+"""Evaluate the lesion segmenter (and the grader) on an ACNE04 split, through the real inference code.
+
+  python scripts/evaluate.py --split valid --out runs/eval                       # segmenter + grader
+  python scripts/evaluate.py --split valid --out runs/eval --choose-threshold    # also store the best
+                                                      # centre threshold in weights/segmenter/inference.json
+
+Segmenter figures (masks are ellipses inscribed in the ground-truth boxes, the data set has no pixel masks):
+- lesion detection: a predicted lesion is found when its centre lies inside a ground-truth box enlarged
+  by 25% on each side; each box is matched at most once, nearest first. Precision, recall, F1 over the split.
+- counting: mean absolute error of the lesion count per photo.
+- count grade: Hayashi band of the predicted count against the photo's grade (accuracy, macro-F1, ...).
+- mask Dice / IoU, pooled over the split.
+Writes OUT/metrics.json and plots (precision/recall vs threshold, count scatter, example overlays).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from acne04 import ellipse_mask, load_split, read_rgb  # noqa: E402
+from metrics import classification_figures, dice_iou, hayashi_band, match_lesions, prf  # noqa: E402
+
+THRESHOLDS = [round(0.05 * i, 2) for i in range(2, 17)]  # 0.10 .. 0.80
+
+
+def evaluate_segmenter(model_dir: str, split: str, out: Path, *, size: int | None = None,
+                       limit: int = 0, examples: int = 6) -> dict:
+    import cv2
+
+    from acne.segmentation import LesionSegmenter, find_lesions, render_overlay
+
+    seg = LesionSegmenter.from_pretrained(model_dir, size=size)
+    records = load_split(split)
+    if limit:
+        records = records[:limit]
+    tp = dict.fromkeys(THRESHOLDS, 0)
+    npred = dict.fromkeys(THRESHOLDS, 0)
+    counts = {t: [] for t in THRESHOLDS}
+    inter = psum = tsum = ntrue = 0
+    example_images = []
+    t0 = time.time()
+    for i, rec in enumerate(records):
+        rgb = read_rgb(rec.path)
+        h, w = rgb.shape[:2]
+        prob, center = seg.predict_maps(rgb)
+        sx, sy = w / prob.shape[1], h / prob.shape[0]
+        ntrue += len(rec.boxes)
+        for t in THRESHOLDS:
+            _, lesions = find_lesions(prob, center, threshold=seg.threshold, center_threshold=t,
+                                      min_area_px=seg.min_area_px, min_distance=seg.min_distance_px)
+            pts = np.array([((x + 0.5) * sx - 0.5, (y + 0.5) * sy - 0.5) for x, y in (l.center for l in lesions)],
+                           np.float32).reshape(-1, 2)
+            tp[t] += match_lesions(pts, rec.boxes)
+            npred[t] += len(pts)
+            counts[t].append(len(pts))
+        full = seg.predict(rgb) if len(example_images) < examples and i % 17 == 0 else None
+        mask = cv2.resize((prob >= seg.threshold).astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
+        a, b, c = dice_iou(mask, ellipse_mask(rec.boxes, h, w))
+        inter, psum, tsum = inter + a, psum + b, tsum + c
+        if full is not None:
+            overlay = render_overlay(rgb, full.mask)
+            for x0, y0, x1, y1 in rec.boxes.astype(int):
+                cv2.rectangle(overlay, (x0, y0), (x1, y1), (0, 255, 0), 1)
+            example_images.append((rec, overlay, len(full.lesions)))
+        if (i + 1) % 50 == 0:
+            print(f"  segmenter {i + 1}/{len(records)}  {(time.time() - t0) / (i + 1):.2f}s/photo", flush=True)
+
+    per_t = {t: prf(tp[t], npred[t], ntrue) for t in THRESHOLDS}
+    best_t = max(THRESHOLDS, key=lambda t: per_t[t]["f1"])
+    used_t = seg.center_threshold if seg.center_threshold in per_t else best_t
+    true_counts = np.array([len(r.boxes) for r in records])
+    grades = np.array([r.grade for r in records])
+
+    def at(t):
+        pred = np.array(counts[t])
+        return {
+            "center_threshold": t, **per_t[t],
+            "count_mae": float(np.abs(pred - true_counts).mean()),
+            "count_grade": classification_figures(grades, [hayashi_band(c) for c in pred]),
+        }
+
+    result = {
+        "model": model_dir, "split": split, "photos": len(records), "input_size": seg.input_size,
+        "mask_threshold": seg.threshold,
+        "dice": 2 * inter / max(1, psum + tsum), "iou": inter / max(1, psum + tsum - inter),
+        "mask_note": "masks are filled ellipses inscribed in the ground-truth boxes",
+        "stored_threshold": at(used_t), "best_threshold": at(best_t),
+        "by_threshold": {str(t): per_t[t] for t in THRESHOLDS},
+        "seconds_per_photo": (time.time() - t0) / max(1, len(records)),
+        "_counts": {"true": true_counts.tolist(), "pred_best": counts[best_t], "grades": grades.tolist()},
+    }
+    _plots_segmenter(result, example_images, out)
+    return result
+
+
+def _plots_segmenter(result: dict, examples, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ts = [float(t) for t in result["by_threshold"]]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for key in ("precision", "recall", "f1"):
+        ax.plot(ts, [result["by_threshold"][str(t)][key] for t in ts], label=key)
+    ax.set_xlabel("centre threshold")
+    ax.set_ylim(0, 1)
+    ax.legend()
+    ax.set_title(f"Lesion detection on {result['split']}")
+    fig.tight_layout()
+    fig.savefig(out / "segmenter_pr_threshold.png", dpi=110)
+    plt.close(fig)
+
+    c = result["_counts"]
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.scatter(c["true"], c["pred_best"], c=c["grades"], cmap="viridis", s=12)
+    lim = max(max(c["true"], default=1), max(c["pred_best"], default=1)) + 5
+    ax.plot([0, lim], [0, lim], "k--", lw=0.8)
+    for b in (5.5, 20.5, 50.5):
+        ax.axvline(b, color="grey", lw=0.5)
+        ax.axhline(b, color="grey", lw=0.5)
+    ax.set_xlabel("boxes (ground truth)")
+    ax.set_ylabel("lesions found")
+    ax.set_title("Lesion count per photo (colour: grade)")
+    fig.tight_layout()
+    fig.savefig(out / "segmenter_counts.png", dpi=110)
+    plt.close(fig)
+
+    if examples:
+        fig, axes = plt.subplots(1, len(examples), figsize=(3 * len(examples), 3.3))
+        for ax, (rec, overlay, n) in zip(np.atleast_1d(axes), examples):
+            ax.imshow(overlay)
+            ax.set_title(f"grade {rec.grade}: {n} found / {len(rec.boxes)} boxes", fontsize=8)
+            ax.axis("off")
+        fig.tight_layout()
+        fig.savefig(out / "segmenter_examples.png", dpi=110)
+        plt.close(fig)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--split", default="valid")
+    ap.add_argument("--segmenter", default=str(ROOT / "weights" / "segmenter"))
+    ap.add_argument("--grader", default=str(ROOT / "weights" / "grader"))
+    ap.add_argument("--size", type=int, help="segmenter input size (default: the one stored with the weights)")
+    ap.add_argument("--out", type=Path, default=ROOT / "runs" / "eval")
+    ap.add_argument("--limit", type=int, default=0, help="only the first N photos (smoke tests)")
+    ap.add_argument("--skip-grader", action="store_true")
+    ap.add_argument("--skip-segmenter", action="store_true")
+    ap.add_argument("--choose-threshold", action="store_true",
+                    help="write the best centre threshold on this split into the segmenter's inference.json")
+    args = ap.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    results: dict = {}
+    if not args.skip_segmenter:
+        seg = evaluate_segmenter(args.segmenter, args.split, args.out, size=args.size, limit=args.limit)
+        results["segmenter"] = {k: v for k, v in seg.items() if not k.startswith("_")}
+        b = seg["best_threshold"]
+        print(f"segmenter: F1 {b['f1']:.3f} (P {b['precision']:.3f} R {b['recall']:.3f}) at centre threshold "
+              f"{b['center_threshold']}, count MAE {b['count_mae']:.2f}, count-grade accuracy "
+              f"{b['count_grade']['accuracy']:.3f}, mask Dice {seg['dice']:.3f} IoU {seg['iou']:.3f}")
+        if args.choose_threshold:
+            path = Path(args.segmenter) / "inference.json"
+            info = json.loads(path.read_text()) if path.exists() else {}
+            info["center_threshold"] = b["center_threshold"]
+            info["input_size"] = seg["input_size"]
+            info["metrics"] = {"split": args.split, "photos": seg["photos"], "lesion_f1": b["f1"],
+                               "lesion_precision": b["precision"], "lesion_recall": b["recall"],
+                               "count_mae": b["count_mae"], "count_grade_accuracy": b["count_grade"]["accuracy"],
+                               "count_grade_macro_f1": b["count_grade"]["macro_f1"],
+                               "mask_dice": seg["dice"], "mask_iou": seg["iou"]}
+            info.pop("valid_subset_metrics", None)
+            path.write_text(json.dumps(info, indent=2) + "\n")
+            print(f"stored centre threshold {b['center_threshold']} in {path}")
+    if not args.skip_grader:
+        try:
+            from eval_grader import evaluate_grader
+        except ImportError as exc:
+            print(f"grader evaluation unavailable: {exc}")
+        else:
+            results["grader"] = evaluate_grader(args.grader, split=args.split, out_dir=args.out)
+    (args.out / "metrics.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
+    print(f"wrote {args.out / 'metrics.json'}")
+
+
+if __name__ == "__main__":
+    main()
