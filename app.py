@@ -1,0 +1,60 @@
+"""Acne Detection AI web app: `python app.py` (locally) or the Hugging Face Space entry point.
+
+Host and port: GRADIO_SERVER_NAME / GRADIO_SERVER_PORT. Locally the app binds 127.0.0.1 (only this
+computer can reach it); on a Space (SPACE_ID is set) it binds 0.0.0.0. Everything else: acne/config.py.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+
+
+def server_address() -> tuple[str, int]:
+    host = os.environ.get("GRADIO_SERVER_NAME") or ("0.0.0.0" if os.environ.get("SPACE_ID") else "127.0.0.1")
+    raw_port = os.environ.get("GRADIO_SERVER_PORT") or "7860"
+    try:
+        port = int(raw_port)
+    except ValueError:
+        raise SystemExit(f"GRADIO_SERVER_PORT must be a port number, got {raw_port!r}") from None
+    return host, port
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # request lines add nothing useful
+    from acne.config import Settings
+    from acne.errors import WeightsMissingError
+
+    settings = Settings.from_env()
+    host, port = server_address()
+    print("Acne Detection AI: loading models…", flush=True)
+    try:
+        from acne.analysis import load_analyzer
+
+        analyzer = load_analyzer(settings)
+    except WeightsMissingError as exc:
+        print(f"\nAcne Detection AI cannot start: {exc}\n", file=sys.stderr, flush=True)
+        sys.exit(2)
+    from acne.chat import load_assistant
+    from acne.ui import build_demo, launch_kwargs
+
+    assistant = load_assistant(settings)
+    demo = build_demo(analyzer, assistant, settings)
+    print(f"Acne Detection AI: segmenter {analyzer.segmenter.name}, grader {analyzer.grader.name}, "
+          f"chat: {assistant.name}", flush=True)
+    # SIGTERM (docker stop, Space restart, tests) shuts down like Ctrl+C, so temp files get deleted.
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        demo.launch(server_name=host, server_port=port, **launch_kwargs(settings))
+    finally:
+        demo.acne_app.files.remove_all()
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    main()

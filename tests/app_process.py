@@ -1,0 +1,102 @@
+"""Run the real web app (`python app.py`) in a subprocess on a free local port, for the browser and
+API tests. The caller passes the environment (tiny models, fake OpenAI server, temp folder)."""
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class AppProcess:
+    def __init__(self, env: dict[str, str], log_path: Path, *, startup_timeout: float = 180.0) -> None:
+        self.port = free_port()
+        self.env = {**env, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(self.port),
+                    "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
+        self.log_path = log_path
+        self.startup_timeout = startup_timeout
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def start(self) -> "AppProcess":
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen([sys.executable, str(PROJECT_DIR / "app.py")], cwd=PROJECT_DIR,
+                                     env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"app.py exited with {self.proc.returncode} during start-up:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(self.url + "gradio_api/info", timeout=2) as response:
+                    if response.status == 200:
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"app.py did not answer within {self.startup_timeout:.0f} s:\n{self.log()}")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-6000:]
+        except OSError:
+            return ""
+
+    def stop(self) -> int | None:
+        """SIGTERM (the app shuts down cleanly and deletes its temp files), then kill if it hangs."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self._log.close()
+        return self.proc.returncode
+
+    def __enter__(self) -> "AppProcess":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def files_under(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.25) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+def app_env(base_env: dict[str, str], temp_dir: Path, **extra: str) -> dict[str, str]:
+    env = dict(base_env)
+    env.update({"GRADIO_TEMP_DIR": str(temp_dir), "GRADIO_HEARTBEAT_INTERVAL": "1"})
+    env.update(extra)
+    for key in [k for k, v in env.items() if v is None]:
+        env.pop(key)
+    return env
+
+
+__all__ = ["AppProcess", "app_env", "files_under", "free_port", "wait_until"]
