@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import runtime
 from .config import Settings
 from .errors import WeightsMissingError
 from .grading import SeverityGrader
@@ -88,27 +89,30 @@ def load_analyzer(settings: Settings | None = None, **overrides) -> Analyzer:
     settings = settings or Settings.from_env()
     if overrides:
         settings = dataclasses.replace(settings, **overrides)
-    if settings.torch_threads > 0:
-        import torch
-
-        torch.set_num_threads(settings.torch_threads)
+    # Threads that suit the machine (a 2-CPU container must not run 16 threads), and ONNX Runtime
+    # when it is installed: both compute the same fp32 numbers as plain PyTorch.
+    threads = runtime.resolve_threads(settings.torch_threads)
+    runtime.set_torch_threads(threads)
+    options = {"backend": runtime.resolve_backend(settings.backend), "cache_dir": settings.cache_dir,
+               "threads": threads}
 
     problems: list[str] = []
     segmenter = grader = None
     try:
         segmenter = LesionSegmenter.from_pretrained(
-            settings.segmenter, size=settings.seg_size, threshold=settings.seg_threshold)
+            settings.segmenter, size=settings.seg_size, threshold=settings.seg_threshold, **options)
     except WeightsMissingError as exc:
         problems.append(f"Lesion segmenter: {exc}")
     try:
-        grader = SeverityGrader.load(settings.grader, fallback=settings.grader_fallback)
+        grader = SeverityGrader.load(settings.grader, fallback=settings.grader_fallback, int8=settings.int8,
+                                     **options)
     except WeightsMissingError as exc:
         problems.append(f"Severity grader: {exc}")
     if problems:
         raise WeightsMissingError("Model weights are missing or unreadable.\n" + "\n".join(
             f"- {problem}" for problem in problems))
     analyzer = Analyzer(segmenter, grader, max_pixels=settings.max_pixels)
-    log.info("Loaded %r", analyzer)
+    log.info("Loaded %r (%d threads)", analyzer, threads)
     return analyzer
 
 

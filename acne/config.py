@@ -63,7 +63,13 @@ class Settings:
     grader_fallback: str = str(WEIGHTS_DIR / "grader")
     seg_size: int | None = None    # long side fed to the UNet; None: inference.json's input_size, else 640
     seg_threshold: float | None = None  # None: use the threshold stored with the weights
-    torch_threads: int = 0         # 0: leave torch's default
+    torch_threads: int = 0         # inference threads (PyTorch and ONNX Runtime); 0: OMP_NUM_THREADS if set,
+                                   # else the CPUs this process may use (cgroup-aware, see acne/runtime.py)
+    # Speed (acne/runtime.py)
+    backend: str = "auto"          # auto | onnx | torch; auto: ONNX Runtime when installed (same fp32 numbers)
+    cache_dir: str | None = None   # exported ONNX models; None: $XDG_CACHE_HOME or ~/.cache, /acne-detection-ai
+    int8: bool = False             # int8 weights for the grader's linear layers (ONNX only); off until the
+                                   # accuracy guard (scripts/benchmark.py --guard) passes on the shipped weights
     # Chat
     openai_api_key: str | None = field(default=None, repr=False)  # never print the key
     openai_base_url: str | None = None
@@ -88,6 +94,9 @@ class Settings:
             seg_size=_int("ACNE_SEG_SIZE", cls.seg_size),
             seg_threshold=_float("ACNE_SEG_THRESHOLD", -1.0) if _env("ACNE_SEG_THRESHOLD") else None,
             torch_threads=_int("ACNE_TORCH_THREADS", cls.torch_threads),
+            backend=_env("ACNE_BACKEND", cls.backend),
+            cache_dir=_env("ACNE_CACHE_DIR", cls.cache_dir),
+            int8=_bool("ACNE_INT8", cls.int8),
             openai_api_key=_env("OPENAI_API_KEY"),
             openai_base_url=_env("OPENAI_BASE_URL"),
             chat_model=_env("ACNE_CHAT_MODEL", cls.chat_model),

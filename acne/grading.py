@@ -35,12 +35,27 @@ class GraderLabelError(ValueError):
 
 
 class SeverityGrader:
-    def __init__(self, model: torch.nn.Module, processor, *, name: str, device: str = "cpu"):
+    """`model` is the transformers classifier; with an ONNX Runtime `runner` it may be None (then
+    `config` gives the labels) and is loaded by `model_loader` only when needed (explain())."""
+
+    def __init__(self, model: torch.nn.Module | None, processor, *, name: str, device: str = "cpu",
+                 config=None, runner=None, model_loader=None, processor_loader=None, preprocess=None):
+        if model is None and (model_loader is None or config is None):
+            raise ValueError("SeverityGrader needs a torch model, or its config and a model_loader")
+        if processor is None and processor_loader is None:
+            raise ValueError("SeverityGrader needs an image processor or a processor_loader")
         self.device = torch.device(device)
-        self.model = model.float().eval().to(self.device)
-        self.processor = processor
+        self._model = None if model is None else self._prepare(model)
+        self._model_loader = model_loader
+        self._model_lock = threading.Lock()
+        self.runner = runner                 # acne.runtime.OnnxModel returning logits, or None
+        self.backend = "torch" if runner is None else "onnx"
+        self._processor = processor
+        self._processor_loader = processor_loader
+        # A checked stand-in for the processor (see _light_preprocess): no transformers import needed.
+        self.preprocess = preprocess
         self.name = name
-        config = model.config
+        config = config if config is not None else model.config
         id2label = {int(k): v for k, v in (config.id2label or {}).items()}
         self.labels = [id2label.get(i, f"LABEL_{i}") for i in range(config.num_labels)]
         try:
@@ -52,23 +67,50 @@ class SeverityGrader:
         self._explain_lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"SeverityGrader({self.name!r}, labels={self.labels})"
+        return f"SeverityGrader({self.name!r}, labels={self.labels}, backend={self.backend!r})"
+
+    def _prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model.float().eval().to(self.device)
+
+    @property
+    def processor(self):
+        """The transformers image processor (loaded on first use when a checked light path replaces it)."""
+        if self._processor is None:
+            with self._model_lock:
+                if self._processor is None:
+                    self._processor = self._processor_loader()
+        return self._processor
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The torch classifier (loaded on first use when predictions run on ONNX Runtime)."""
+        if self._model is None:
+            with self._model_lock:
+                if self._model is None:
+                    self._model = self._prepare(self._model_loader())
+        return self._model
 
     # ------------------------------------------------------------------ loading
     @classmethod
     def load(cls, name_or_path: str | os.PathLike, *, fallback: str | os.PathLike | None = None,
-             device: str = "cpu") -> "SeverityGrader":
-        """Load a Hub id or a save_pretrained folder; if that fails, log one line and load `fallback`."""
+             device: str = "cpu", backend: str = "torch", cache_dir: str | os.PathLike | None = None,
+             threads: int | None = None, int8: bool = False) -> "SeverityGrader":
+        """Load a Hub id or a save_pretrained folder; if that fails, log one line and load `fallback`.
+
+        backend="onnx" runs the classifier on ONNX Runtime (exported once into `cache_dir`; `int8`
+        quantises its linear layers' weights); if that fails, one log line and PyTorch.
+        """
         name = str(name_or_path)
+        options = {"backend": backend, "cache_dir": cache_dir, "threads": threads, "int8": int8}
         try:
-            return cls._load_one(name, device)
+            return cls._load_one(name, device, **options)
         except GraderLabelError:
             raise
         except Exception as primary_exc:  # noqa: BLE001 - OSError offline, missing files, bad weights...
             if fallback is None or str(fallback) == name:
                 raise _as_weights_error(name, primary_exc) from primary_exc
             try:
-                grader = cls._load_one(str(fallback), device)
+                grader = cls._load_one(str(fallback), device, **options)
             except GraderLabelError:
                 raise
             except Exception as fallback_exc:  # noqa: BLE001
@@ -81,7 +123,8 @@ class SeverityGrader:
             return grader
 
     @classmethod
-    def _load_one(cls, name: str, device: str) -> "SeverityGrader":
+    def _load_one(cls, name: str, device: str, backend: str = "torch", cache_dir=None, threads=None,
+                  int8: bool = False) -> "SeverityGrader":
         path = Path(name).expanduser()
         if path.is_dir():
             if not (path / "config.json").is_file():
@@ -91,14 +134,40 @@ class SeverityGrader:
             raise WeightsMissingError(f"the folder {path} does not exist")
         else:
             source, kwargs = name, {}
-        from transformers import AutoImageProcessor, AutoModelForImageClassification
+            if _hub_offline() and _hub_cached(name, "config.json") is None:
+                # Fails fast, before importing transformers (as it would fail after importing it).
+                raise OSError(f"{name} is not in the Hugging Face cache and the Hub is offline (HF_HUB_OFFLINE)")
+        if backend == "onnx":
+            # A warm ONNX cache needs neither transformers nor torchvision: a faster, leaner start.
+            grader = _load_from_cache(cls, name, path if path.is_dir() else None, device, cache_dir, threads, int8)
+            if grader is not None:
+                return grader
+        from transformers import AutoConfig, AutoImageProcessor
 
-        model = AutoModelForImageClassification.from_pretrained(source, dtype=torch.float32, **kwargs)
+        def load_model() -> torch.nn.Module:
+            from transformers import AutoModelForImageClassification
+
+            return AutoModelForImageClassification.from_pretrained(source, dtype=torch.float32, **kwargs)
+
+        if backend != "onnx":
+            model = load_model()
+            return cls(model, AutoImageProcessor.from_pretrained(source, **kwargs), name=name, device=device)
+        config = AutoConfig.from_pretrained(source, **kwargs)
         processor = AutoImageProcessor.from_pretrained(source, **kwargs)
-        return cls(model, processor, name=name, device=device)
+        # Labels are checked (in __init__) before anything is exported.
+        grader = cls(None, processor, name=name, device=device, config=config, model_loader=load_model)
+        grader.runner = _onnx_runner(grader, path if path.is_dir() else None, cache_dir, threads, int8)
+        if grader.runner is None:
+            grader.model  # noqa: B018 - load the torch model now, not during the first request
+        else:
+            grader.backend = "onnx"
+            grader.preprocess = _write_light_spec(grader, path if path.is_dir() else None, cache_dir, int8)
+        return grader
 
     # ------------------------------------------------------------------ inference
     def _inputs(self, rgb: np.ndarray) -> torch.Tensor:
+        if self.preprocess is not None:
+            return _light_preprocess(self.preprocess, rgb).to(self.device)
         from PIL import Image
 
         batch = self.processor(images=Image.fromarray(rgb), return_tensors="pt")
@@ -106,8 +175,11 @@ class SeverityGrader:
 
     def predict(self, rgb: np.ndarray) -> GraderResult:
         pixel_values = self._inputs(rgb)
-        with torch.inference_mode():
-            logits = self.model(pixel_values=pixel_values).logits[0].float()
+        if self.runner is not None and tuple(pixel_values.shape[1:]) == self.runner.input_shape[1:]:
+            logits = torch.from_numpy(self.runner(pixel_values.numpy()))[0].float()
+        else:  # torch backend (or an input shape the export does not cover)
+            with torch.inference_mode():
+                logits = self.model(pixel_values=pixel_values).logits[0].float()
         probs = torch.softmax(logits, dim=-1).tolist()
         best = int(np.argmax(probs))
         return GraderResult(model=self.name, level=self.levels[best],
@@ -199,6 +271,216 @@ class SeverityGrader:
         cx0, cy0, cx1, cy1 = max(0, x0), max(0, y0), min(width, x1), min(height, y1)
         out[cy0:cy1, cx0:cx1] = patch[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0]
         return out
+
+
+class _Logits(torch.nn.Module):
+    # The exported graph: pixel values in, logits out.
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values):
+        return self.model(pixel_values=pixel_values).logits
+
+
+def _onnx_runner(grader: SeverityGrader, folder: Path | None, cache_dir, threads, int8: bool):
+    """The classifier on ONNX Runtime, or None (logged) when that is not possible here."""
+    from . import runtime
+
+    # The export has a fixed input shape: only for processors whose output shape never changes.
+    shapes = {tuple(grader._inputs(_probe_image(h, w)).shape) for h, w in ((480, 640), (640, 480), (300, 300))}
+    if len(shapes) != 1:
+        log.info("Grader %s: input shape depends on the photo; running on PyTorch.", grader.name)
+        return None
+    example = grader._inputs(_probe_image(480, 640)).numpy()
+    try:
+        weights = _local_weights(folder) if folder is not None else None
+        model = None
+        if weights is None:  # Hub model: hash the loaded weights
+            model = grader._model_loader()
+            weights_key = runtime.state_dict_fingerprint(model)
+        else:
+            weights_key = runtime.fingerprint(*weights)
+        key = runtime.export_key("grader", weights_key, shape="x".join(map(str, example.shape[1:])))
+
+        def module():
+            return _Logits((model if model is not None else grader._model_loader()).float()).eval()
+
+        return runtime.cached_onnx(cache_dir, key, module, example, threads=runtime.resolve_threads(threads or 0),
+                                   int8=int8)
+    except runtime.ExportError as exc:  # ONNX is an optimisation: PyTorch computes the same
+        log.warning("Grader %s: ONNX Runtime not used (%s); running on PyTorch.", grader.name, exc)
+        return None
+
+
+# ---------------------------------------------------------------------- the warm, transformers-free path
+#
+# transformers' image processors import torchvision, which imports torch._dynamo: about half of a
+# warm start and 250 MB of memory. For the common processors (a fixed-size resize, rescale,
+# normalise) the same tensor ops are run here, and only where they reproduce the processor's output
+# bit for bit on check images (tested when the model is exported; the result is cached with it).
+
+def _light_preprocess(spec: dict, rgb: np.ndarray) -> torch.Tensor:
+    """What the TorchvisionBackend processor does for `spec`: uint8 CHW, antialiased resize, then
+    the fused rescale + normalise. Returns 1x3xHxW float32."""
+    image = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))).unsqueeze(0)  # a fresh CHW copy
+    height, width = spec["size"]
+    if tuple(image.shape[-2:]) != (height, width):
+        mode = spec["mode"]
+        native = mode == "bicubic" or torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+        x = image if native else image.to(torch.float32)
+        x = torch.nn.functional.interpolate(x, size=[height, width], mode=mode, align_corners=False,
+                                            antialias=True)
+        if not native:
+            image = x.round_().to(torch.uint8)
+        else:
+            image = x
+    mean = torch.tensor(spec["mean"]) * (1.0 / spec["rescale_factor"])
+    std = torch.tensor(spec["std"]) * (1.0 / spec["rescale_factor"])
+    return image.to(torch.float32).sub_(mean.view(-1, 1, 1)).div_(std.view(-1, 1, 1))
+
+
+def _light_spec(processor) -> dict | None:
+    """The processor as a spec for _light_preprocess, or None when it does more than that covers."""
+    get = lambda name, default=None: getattr(processor, name, default)  # noqa: E731
+    size = get("size") or {}
+    size = dict(size) if isinstance(size, dict) else dict(vars(size)) if hasattr(size, "__dict__") else {}
+    size = {k: v for k, v in size.items() if v is not None}  # SizeDict (a dataclass) or a plain dict
+    resample = int(get("resample", 2) if get("resample") is not None else 2)
+    if (get("backend") not in (None, "torchvision") or not get("do_resize", True) or set(size) != {"height", "width"}
+            or get("do_center_crop") or get("do_pad") or not get("do_rescale") or not get("do_normalize")
+            or resample not in (2, 3) or get("image_mean") is None or get("image_std") is None):
+        return None
+    mean, std = list(get("image_mean")), list(get("image_std"))
+    if len(mean) != 3 or len(std) != 3:
+        return None
+    return {"size": [int(size["height"]), int(size["width"])], "mode": "bilinear" if resample == 2 else "bicubic",
+            "rescale_factor": float(get("rescale_factor")), "mean": [float(v) for v in mean],
+            "std": [float(v) for v in std]}
+
+
+def _spec_path(folder: Path, cache_dir, int8: bool) -> Path | None:
+    from . import runtime
+
+    weights = _local_weights(folder)
+    if weights is None:
+        return None
+    extra = [folder / "preprocessor_config.json"] if (folder / "preprocessor_config.json").is_file() else []
+    try:
+        from importlib.metadata import version
+
+        versions = f"transformers={version('transformers')},torchvision={version('torchvision')}"
+    except Exception:  # noqa: BLE001 - no versions, no light path
+        return None
+    key = runtime.export_key("grader-light", runtime.fingerprint(*weights, *extra), versions=versions, int8=int8)
+    return (Path(cache_dir).expanduser() if cache_dir else runtime.default_cache_dir()) / f"{key}.json"
+
+
+def _write_light_spec(grader: SeverityGrader, folder: Path | None, cache_dir, int8: bool) -> dict | None:
+    """After an export: record the light preprocessing if it reproduces the processor exactly here."""
+    import json
+
+    spec = _light_spec(grader.processor)
+    path = _spec_path(folder, cache_dir, int8) if folder is not None and spec is not None else None
+    if path is None:
+        return None
+    from PIL import Image
+
+    checks = [_probe_image(480, 640), _probe_image(640, 480), _probe_image(300, 300),
+              np.random.default_rng(0).integers(0, 256, (513, 701, 3), dtype=np.uint8)]
+    for rgb in checks:
+        expected = grader.processor(images=Image.fromarray(rgb), return_tensors="pt")["pixel_values"]
+        if not torch.equal(_light_preprocess(spec, rgb), expected.to(torch.float32)):
+            log.info("Grader %s: processor not reproduced exactly; keeping transformers' processor.", grader.name)
+            return None
+    record = dict(spec, onnx=grader.runner.path.name, labels=grader.labels)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(record, indent=1))
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.info("Grader %s: could not cache the preprocessing spec (%s).", grader.name, exc)
+        return spec
+    return spec
+
+
+def _load_from_cache(cls, name: str, folder: Path | None, device: str, cache_dir, threads, int8: bool):
+    """The grader from a warm cache (exported model + checked preprocessing), or None."""
+    import json
+    from types import SimpleNamespace
+
+    from . import runtime
+
+    if folder is None:
+        folder = _hub_snapshot(name)
+        if folder is None:
+            return None
+    path = _spec_path(folder, cache_dir, int8)
+    if path is None or not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        onnx = path.parent / record["onnx"]
+        labels = list(record["labels"])
+        spec = {k: record[k] for k in ("size", "mode", "rescale_factor", "mean", "std")}
+        runner = runtime.OnnxModel(onnx, runtime.resolve_threads(threads or 0))
+    except Exception as exc:  # noqa: BLE001 - a stale or damaged entry: take the full path
+        log.info("Grader %s: cached ONNX entry not usable (%s); loading it the full way.", name, exc)
+        return None
+    source = str(folder)
+
+    def load_model() -> torch.nn.Module:
+        from transformers import AutoModelForImageClassification
+
+        return AutoModelForImageClassification.from_pretrained(source, dtype=torch.float32, local_files_only=True)
+
+    def load_processor():
+        from transformers import AutoImageProcessor
+
+        return AutoImageProcessor.from_pretrained(source, local_files_only=True)
+
+    config = SimpleNamespace(id2label=dict(enumerate(labels)), num_labels=len(labels))
+    return cls(None, None, name=name, device=device, config=config, runner=runner, model_loader=load_model,
+               processor_loader=load_processor, preprocess=spec)
+
+
+def _hub_snapshot(repo_id: str) -> Path | None:
+    """The local snapshot folder of a Hub model already in the Hugging Face cache (no network)."""
+    found = [_hub_cached(repo_id, f) for f in ("config.json", "model.safetensors")]
+    return None if None in found else found[0].parent
+
+
+def _hub_cached(repo_id: str, filename: str) -> Path | None:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(repo_id, filename)
+    except Exception:  # noqa: BLE001 - no cache, bad id: not cached
+        return None
+    return Path(found) if isinstance(found, str) else None
+
+
+def _hub_offline() -> bool:
+    try:
+        from huggingface_hub import constants
+
+        return bool(constants.HF_HUB_OFFLINE)
+    except ImportError:
+        return False
+
+
+def _probe_image(height: int, width: int) -> np.ndarray:
+    # A smooth, deterministic colour image: the export's check input.
+    y, x = np.mgrid[0:height, 0:width]
+    return np.stack([x * 255 // width, y * 255 // height, (x + y) * 255 // (width + height)], -1).astype(np.uint8)
+
+
+def _local_weights(folder: Path) -> list[Path] | None:
+    config = folder / "config.json"
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (folder / name).is_file():
+            return [config, folder / name]
+    return None  # sharded or unusual layouts: hash the loaded weights instead
 
 
 def _as_weights_error(name: str, exc: BaseException) -> WeightsMissingError:

@@ -1,0 +1,218 @@
+"""The fast path (ONNX Runtime, the export cache, threads) against plain fp32 PyTorch, with the tiny models.
+
+The accuracy guard on real photos with the real weights is `python scripts/benchmark.py --guard`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime", reason="the ONNX backend needs onnxruntime (requirements.txt)")
+pytest.importorskip("onnx", reason="exporting needs the onnx package (requirements.txt)")
+
+from acne import runtime
+from acne.analysis import load_analyzer
+from acne.config import Settings
+from acne.grading import SeverityGrader
+from acne.imaging import load_image
+from acne.segmentation import LesionSegmenter
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("onnx-cache")
+
+
+@pytest.fixture(scope="module")
+def analyzers(tiny_settings, cache_dir):
+    plain = load_analyzer(dataclasses.replace(tiny_settings, backend="torch"))
+    fast = load_analyzer(dataclasses.replace(tiny_settings, backend="onnx", cache_dir=str(cache_dir)))
+    return plain, fast
+
+
+def test_onnx_path_agrees_with_plain_fp32(analyzers, example_photos):
+    plain, fast = analyzers
+    assert (plain.segmenter.backend, plain.grader.backend) == ("torch", "torch")
+    assert (fast.segmenter.backend, fast.grader.backend) == ("onnx", "onnx")
+    pairs = []
+    for photo in example_photos:
+        reference, candidate = plain.run(photo), fast.run(photo)
+        assert np.abs(reference.probability - candidate.probability).max() < 1e-3
+        assert list(candidate.report.grader.level_scores.values()) == pytest.approx(
+            list(reference.report.grader.level_scores.values()), abs=1e-4)
+        pairs.append((reference, candidate))
+    guard = runtime.agreement(pairs)
+    assert guard["photos"] == len(example_photos)
+    assert guard["passed"], guard
+    # The predictions above ran on ONNX Runtime: the torch models were never even built.
+    assert fast.segmenter._model is None and fast.grader._model is None
+
+
+def test_a_cached_export_loads_without_building_the_torch_model(analyzers, tiny_segmenter_dir, cache_dir,
+                                                                example_photo):
+    _, fast = analyzers
+    exported = sorted(p.name for p in cache_dir.glob("*.onnx"))
+    assert any(name.startswith("unet-") for name in exported) and any(name.startswith("grader-") for name in exported)
+    again = LesionSegmenter.from_pretrained(tiny_segmenter_dir, size=256, backend="onnx", cache_dir=cache_dir)
+    assert again.backend == "onnx" and again._model is None           # cache hit: no smp model built
+    assert sorted(p.name for p in cache_dir.glob("*.onnx")) == exported  # nothing exported again
+    rgb = load_image(example_photo)
+    assert np.array_equal(again.predict_maps(rgb)[0], fast.segmenter.predict_maps(rgb)[0])
+    # .model still gives the torch UNet (loaded on demand) with the stored weights.
+    from safetensors.torch import load_file
+
+    stored = load_file(str(tiny_segmenter_dir / "model.safetensors"))["segmentation_head.0.weight"]
+    assert np.array_equal(again.model.state_dict()["segmentation_head.0.weight"].numpy(), stored.float().numpy())
+
+
+def test_changed_weights_are_exported_again(tiny_segmenter_dir, tmp_path, cache_dir):
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "seg"
+    shutil.copytree(tiny_segmenter_dir, folder)
+    weights = load_file(str(folder / "model.safetensors"))
+    weights["segmentation_head.0.bias"] = weights["segmentation_head.0.bias"] + torch.tensor(1.0).half()
+    save_file(weights, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    before = set(cache_dir.glob("unet-*.onnx"))
+    changed = LesionSegmenter.from_pretrained(folder, size=256, backend="onnx", cache_dir=cache_dir)
+    assert changed.backend == "onnx"
+    assert len(set(cache_dir.glob("unet-*.onnx")) - before) == 1       # a new key, not the stale export
+
+
+def test_explain_works_on_the_onnx_grader(analyzers, example_photo):
+    _, fast = analyzers
+    heat = fast.explain(example_photo)  # needs the torch model: loaded on first use
+    assert heat.shape == (640, 640) and 0.0 <= heat.min() and heat.max() <= 1.0
+
+
+def test_failed_export_falls_back_to_torch(monkeypatch, tiny_segmenter_dir, tiny_grader_dir, tmp_path, caplog,
+                                           example_photo):
+    def broken(*args, **kwargs):
+        raise RuntimeError("exporter exploded")
+
+    monkeypatch.setattr(runtime, "export_onnx", broken)
+    with caplog.at_level(logging.WARNING):
+        seg = LesionSegmenter.from_pretrained(tiny_segmenter_dir, size=256, backend="onnx", cache_dir=tmp_path)
+        grader = SeverityGrader.load(tiny_grader_dir, backend="onnx", cache_dir=tmp_path)
+    assert seg.backend == "torch" and grader.backend == "torch"
+    assert "exporter exploded" in caplog.text and "PyTorch" in caplog.text
+    rgb = load_image(example_photo)
+    assert seg.predict(rgb).mask.shape == (640, 640)
+    assert sum(grader.predict(rgb).level_scores.values()) == pytest.approx(1.0, abs=1e-5)
+    assert not list(tmp_path.glob("*.onnx"))  # nothing half-written left behind
+
+
+def test_a_damaged_cache_entry_is_exported_again(tiny_grader_dir, tmp_path, example_photo):
+    first = SeverityGrader.load(tiny_grader_dir, backend="onnx", cache_dir=tmp_path)
+    (cached,) = tmp_path.glob("grader-*.onnx")
+    cached.write_bytes(b"not an onnx model")
+    second = SeverityGrader.load(tiny_grader_dir, backend="onnx", cache_dir=tmp_path)
+    assert second.backend == "onnx" and cached.stat().st_size > 1000
+    rgb = load_image(example_photo)
+    assert second.predict(rgb).level_scores == pytest.approx(first.predict(rgb).level_scores, abs=1e-6)
+
+
+def test_int8_grader_is_a_separate_smaller_export(tiny_grader_dir, tmp_path, example_photo):
+    fp32 = SeverityGrader.load(tiny_grader_dir, backend="onnx", cache_dir=tmp_path)
+    int8 = SeverityGrader.load(tiny_grader_dir, backend="onnx", cache_dir=tmp_path, int8=True)
+    (fp32_file,) = [p for p in tmp_path.glob("grader-*.onnx") if not p.name.endswith("-int8.onnx")]
+    (int8_file,) = tmp_path.glob("grader-*-int8.onnx")
+    assert int8.runner.path == int8_file and fp32.runner.path == fp32_file
+    assert int8_file.stat().st_size < fp32_file.stat().st_size
+    scores = int8.predict(load_image(example_photo)).level_scores
+    assert list(scores) == fp32.labels and sum(scores.values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def _pair(severity_a, severity_b, mask_a, mask_b, count_a, count_b):
+    def analysis(severity, mask, count):
+        return SimpleNamespace(report=SimpleNamespace(severity=severity, lesions=[None] * count), mask=mask)
+
+    return analysis(severity_a, mask_a, count_a), analysis(severity_b, mask_b, count_b)
+
+
+def test_the_guard_fails_when_the_paths_disagree():
+    mask = np.zeros((20, 20), bool)
+    mask[5:15, 5:15] = True
+    same = [_pair("Mild", "Mild", mask, mask.copy(), 3, 4) for _ in range(50)]
+    assert runtime.agreement(same)["passed"]
+    one_severity_off = same[:49] + [_pair("Mild", "Severe", mask, mask, 3, 3)]   # 98% still passes
+    assert runtime.agreement(one_severity_off)["passed"]
+    two_off = same[:48] + [_pair("Mild", "Severe", mask, mask, 3, 3)] * 2          # 96%
+    assert not runtime.agreement(two_off)["passed"]
+    shifted = np.roll(mask, 3, axis=1)
+    assert runtime.mask_dice(mask, shifted) == pytest.approx(0.7)
+    assert not runtime.agreement([_pair("Mild", "Mild", mask, shifted, 3, 3)] * 10)["passed"]
+    counts_off = same[:47] + [_pair("Mild", "Mild", mask, mask, 3, 6)] * 3         # 94% within +-1
+    assert not runtime.agreement(counts_off)["passed"]
+    empty = np.zeros((20, 20), bool)
+    assert runtime.mask_dice(empty, empty) == 1.0 and runtime.mask_dice(mask, empty) == 0.0
+    with pytest.raises(ValueError):
+        runtime.agreement([])
+
+
+def test_backend_threads_and_settings(monkeypatch, tmp_path):
+    assert runtime.resolve_backend("torch") == "torch"
+    assert runtime.resolve_backend("auto") == runtime.resolve_backend("ONNX ") == "onnx"
+    with pytest.raises(ValueError, match="ACNE_BACKEND"):
+        runtime.resolve_backend("tensorrt")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert runtime.resolve_threads(0) == 1 and runtime.resolve_threads(3) == 3
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert 1 <= runtime.resolve_threads(0) == runtime.cpu_count() <= (__import__("os").cpu_count() or 1)
+    monkeypatch.setenv("ACNE_BACKEND", "torch")
+    monkeypatch.setenv("ACNE_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("ACNE_INT8", "1")
+    settings = Settings.from_env()
+    assert (settings.backend, settings.cache_dir, settings.int8) == ("torch", str(tmp_path), True)
+    assert Settings().backend == "auto" and Settings().int8 is False
+
+
+def test_bad_backend_name_stops_loading(tiny_settings):
+    with pytest.raises(ValueError, match="ACNE_BACKEND"):
+        load_analyzer(dataclasses.replace(tiny_settings, backend="gpu"))
+
+
+def test_warm_cache_grader_needs_no_image_processor(tiny_grader_dir, tmp_path, example_photo):
+    import torch
+
+    first = SeverityGrader.load(tiny_grader_dir, backend="onnx", cache_dir=tmp_path)
+    assert first.preprocess is not None      # the light preprocessing reproduced the processor exactly
+    warm = SeverityGrader.load(tiny_grader_dir, backend="onnx", cache_dir=tmp_path)
+    assert warm.backend == "onnx" and warm.preprocess == first.preprocess
+    assert warm._processor is None and warm._model is None and warm.labels == first.labels
+    rgb = load_image(example_photo)
+    for image in (rgb, np.ascontiguousarray(rgb[100:400]), np.ascontiguousarray(rgb[:, :333])):
+        # Bit for bit what transformers' processor gives (loaded here on demand, for the comparison).
+        assert torch.equal(warm._inputs(image), warm.processor(images=__import__("PIL.Image").Image.fromarray(image),
+                                                                return_tensors="pt")["pixel_values"])
+    assert warm.predict(rgb).level_scores == pytest.approx(first.predict(rgb).level_scores, abs=1e-6)
+
+
+def test_a_warm_start_imports_neither_transformers_nor_smp(tiny_model_env, tmp_path, example_photo):
+    """A fresh process with a warm cache: the analyzer runs without transformers, torchvision or smp."""
+    import subprocess
+    import sys
+
+    from conftest import PROJECT_DIR
+
+    code = (
+        "import sys, acne\n"
+        "acne.load_analyzer().analyze(sys.argv[1])\n"
+        "print(sorted(m for m in ('transformers', 'torchvision', 'segmentation_models_pytorch', 'timm')"
+        " if m in sys.modules))\n"
+    )
+    env = dict(tiny_model_env, ACNE_CACHE_DIR=str(tmp_path), ACNE_BACKEND="onnx",
+               ACNE_GRADER="nobody/not-in-the-cache")  # as shipped: a Hub id first, offline, then the folder
+    runs = [subprocess.run([sys.executable, "-c", code, str(example_photo)], cwd=PROJECT_DIR, env=env,
+                           capture_output=True, text=True, timeout=300) for _ in range(2)]
+    for done in runs:
+        assert done.returncode == 0, done.stderr
+    assert "transformers" in runs[0].stdout          # the first start exports (and needs them)
+    assert runs[1].stdout.strip() == "[]", runs[1].stdout + runs[1].stderr
