@@ -27,16 +27,19 @@ def main() -> None:
     from acne.config import Settings
     from acne.errors import WeightsMissingError
 
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:  # a malformed environment variable: say which, no traceback
+        _cannot_start(f"configuration error: {exc}")
     host, port = server_address()
     print("Acne Detection AI: loading models…", flush=True)
     try:
         from acne.analysis import load_analyzer
 
         analyzer = load_analyzer(settings)
-    except WeightsMissingError as exc:
-        print(f"\nAcne Detection AI cannot start: {exc}\n", file=sys.stderr, flush=True)
-        sys.exit(2)
+    # ValueError: a bad ACNE_BACKEND / ACNE_SEG_SIZE, or grader labels not of the form 'level N'.
+    except (WeightsMissingError, ValueError) as exc:
+        _cannot_start(str(exc))
     from acne.chat import load_assistant
     from acne.ui import build_demo, launch_kwargs
 
@@ -50,6 +53,11 @@ def main() -> None:
         demo.launch(server_name=host, server_port=port, **launch_kwargs(settings))
     finally:
         demo.acne_app.files.remove_all()
+
+
+def _cannot_start(message: str) -> None:
+    print(f"\nAcne Detection AI cannot start: {message}\n", file=sys.stderr, flush=True)
+    sys.exit(2)
 
 
 def _interrupt(signum, frame) -> None:

@@ -6,6 +6,7 @@ Animated files (GIF, APNG, animated WebP) are accepted: the first frame is analy
 from __future__ import annotations
 
 import io
+import logging
 import re
 import warnings
 from pathlib import Path
@@ -20,6 +21,12 @@ ImageSource = Union[str, Path, bytes, bytearray, memoryview, Image.Image, np.nda
 SUPPORTED = "JPEG, PNG, WebP, BMP, TIFF, GIF or AVIF"
 MAX_PIXELS = 50_000_000
 MIN_SIDE = 64
+
+
+# Pillow logs EXIF tag values (camera owner, capture time, serial numbers) at DEBUG while it reads a
+# photo: keep uploads' metadata out of the logs even when DEBUG logging is turned on.
+_pil_log = logging.getLogger("PIL")
+_pil_log.setLevel(max(_pil_log.level, logging.INFO))
 
 
 class InvalidImageError(ValueError):

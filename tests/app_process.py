@@ -19,8 +19,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# `python app.py` with every logger at DEBUG (app.py's own logging.basicConfig then changes nothing):
+# the most a user could turn on, for the tests that no photo data or secret reaches the log.
+DEBUG_LOGGING_COMMAND = [sys.executable, "-c",
+                         "import logging, runpy, sys; logging.basicConfig(level=logging.DEBUG, "
+                         "format='%(asctime)s %(levelname)s %(name)s: %(message)s'); sys.argv = ['app.py']; "
+                         "runpy.run_path('app.py', run_name='__main__')"]
+
+
 class AppProcess:
-    def __init__(self, env: dict[str, str], log_path: Path, *, startup_timeout: float = 180.0) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, *, startup_timeout: float = 180.0,
+                 command: list[str] | None = None) -> None:
+        self.command = command or [sys.executable, str(PROJECT_DIR / "app.py")]
         self.port = free_port()
         self.env = {**env, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(self.port),
                     "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
@@ -34,7 +44,7 @@ class AppProcess:
 
     def start(self) -> "AppProcess":
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([sys.executable, str(PROJECT_DIR / "app.py")], cwd=PROJECT_DIR,
+        self.proc = subprocess.Popen(self.command, cwd=PROJECT_DIR,
                                      env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
@@ -49,6 +59,14 @@ class AppProcess:
             time.sleep(0.5)
         self.stop()
         raise RuntimeError(f"app.py did not answer within {self.startup_timeout:.0f} s:\n{self.log()}")
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, "the app has not been started"
+        return self.proc.pid
+
+    def full_log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def log(self) -> str:
         try:
@@ -99,4 +117,12 @@ def app_env(base_env: dict[str, str], temp_dir: Path, **extra: str) -> dict[str,
     return env
 
 
-__all__ = ["AppProcess", "app_env", "files_under", "free_port", "wait_until"]
+def rss_kib(pid: int) -> int:
+    """Resident memory of a process (VmRSS in /proc/PID/status), in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+__all__ = ["AppProcess", "DEBUG_LOGGING_COMMAND", "app_env", "files_under", "free_port", "rss_kib", "wait_until"]

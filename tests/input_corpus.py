@@ -1,4 +1,5 @@
-"""The bad-input corpus of issue 8, generated here (nothing downloaded), for the web API tests.
+"""The bad-input corpus of issue 8, generated here (nothing downloaded), for the Python, CLI and web
+API tests (test_bad_inputs.py, test_api_client.py).
 
     for name, case in corpus(example_photo).items():
         case.data          # the file's bytes, to be written under `name`
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import ExifTags, Image
 
 
 @dataclass
@@ -57,6 +58,19 @@ def with_orientation(image: Image.Image, orientation: int) -> bytes:
     exif = Image.Exif()
     exif[0x0112] = orientation
     return encode(image, "JPEG", exif=exif.tobytes(), quality=92)
+
+
+GPS_LATITUDE = (52.0, 22.0, 7.25)  # what a phone writes: where the photo was taken
+
+
+def with_gps(image: Image.Image, owner: str = "Jane Example") -> bytes:
+    """A JPEG with the EXIF a phone writes: maker, model, capture time, owner and a GPS position."""
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110], exif[0x0132] = "ExamplePhone", "Model X", "2026:01:02 03:04:05"
+    exif[0x013B] = owner  # Artist
+    gps = exif.get_ifd(ExifTags.IFD.GPSInfo)
+    gps.update({1: "N", 2: GPS_LATITUDE, 3: "E", 4: (4.0, 53.0, 30.0)})
+    return encode(image, "JPEG", exif=exif.tobytes(), quality=90)
 
 
 def corpus(example_photo: Path) -> dict[str, Case]:
