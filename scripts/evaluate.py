@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from acne04 import ellipse_mask, load_split, read_rgb  # noqa: E402
 from metrics import classification_figures, dice_iou, hayashi_band, match_lesions, prf  # noqa: E402
 
-THRESHOLDS = [round(0.05 * i, 2) for i in range(2, 17)]  # 0.10 .. 0.80
+THRESHOLDS = [0.03, 0.05, 0.07] + [round(0.05 * i, 2) for i in range(2, 17)]  # 0.03 .. 0.80
 
 
 def evaluate_segmenter(model_dir: str, split: str, out: Path, *, size: int | None = None,
@@ -146,6 +146,81 @@ def _plots_segmenter(result: dict, examples, out: Path) -> None:
         plt.close(fig)
 
 
+def write_segmenter_card(folder: Path, info: dict, seg: dict) -> None:
+    """The model card: data, terms, command, figures on the split, limits."""
+    m = info["metrics"]
+    cg = seg["best_threshold"]["count_grade"]
+    cm = "\n".join(f"| {name} | " + " | ".join(str(v) for v in row) + " |"
+                    for name, row in zip(("Clear", "Mild", "Moderate", "Severe"), cg["confusion"]))
+    text = f"""---
+license: other
+library_name: segmentation-models-pytorch
+tags: [acne, segmentation, unet, resnet34]
+---
+
+# Acne lesion segmenter (ResNet34-UNet), Acne Detection AI
+
+`smp.Unet("resnet34", encoder_weights=None, classes=2)`, trained from scratch on the CPU (no
+pretrained ResNet34 weights could be had). fp16 safetensors in `save_pretrained` layout; load with
+`acne.segmentation.LesionSegmenter.from_pretrained(folder)` (or `smp.from_pretrained(folder)`).
+
+Output channels (sigmoid): 0 = lesion mask, 1 = lesion-centre heat map. Each peak of the centre map
+at or above `center_threshold` is one lesion; lesion pixels are split between peaks, so touching
+lesions stay apart. Input: the photo resized so its long side is {info["input_size"]} px, padded to a
+multiple of 32, ImageNet mean/std. `inference.json` holds these settings.
+
+## Data and terms
+ACNE04 (Wu et al., ICCV 2019; free for academic use) with lesion boxes from the Roboflow export
+"Acne04 Detection v5" (CC BY 4.0), 640 x 640 photos: train split (2,973 files from 991 source photos).
+Masks are filled ellipses inscribed in the boxes, and centres are the box centres: the data set has
+no pixel masks. **These weights inherit the data's terms: research and educational use, with
+attribution to ACNE04 and the Roboflow export.** Not a medical device.
+
+## Training
+```
+python scripts/train_segmenter.py --out runs/segmenter --steps 900 --eval-every 100 --threads 1   # (+ --resume)
+python scripts/train_segmenter.py --out runs/segmenter --export weights/segmenter
+python scripts/evaluate.py --split valid --segmenter weights/segmenter --choose-threshold --skip-grader
+```
+Random 256 px crops at scale 0.45-0.8 of the 640 px photo (80% near a lesion), flips, rotation,
+shear, colour, blur, noise and JPEG augmentation; loss BCE (pos_weight 3) + soft Dice on the mask
+and CenterNet focal loss on the centres; AdamW, lr 1e-3 with warm-up and cosine decay, batch 8.
+Trained for {info.get("trained_steps", "?")} steps (about {info.get("trained_steps", 0) * 8} crops) on one CPU core.
+Model selection on a fixed 58-photo subset of valid; the centre threshold was chosen on valid.
+
+## Figures on ACNE04 valid ({m["photos"]} photos, `scripts/evaluate.py`)
+| figure | value |
+|---|---|
+| lesion precision | {m["lesion_precision"]:.3f} |
+| lesion recall | {m["lesion_recall"]:.3f} |
+| lesion F1 | {m["lesion_f1"]:.3f} |
+| count MAE (lesions per photo) | {m["count_mae"]:.2f} |
+| count-grade accuracy (Hayashi band of the count vs the photo's grade) | {m["count_grade_accuracy"]:.3f} |
+| count-grade macro-F1 | {m["count_grade_macro_f1"]:.3f} |
+| mask Dice / IoU (against the ellipse masks) | {m["mask_dice"]:.3f} / {m["mask_iou"]:.3f} |
+
+A lesion is found when its centre lies inside a ground-truth box enlarged by 25% on each side; each
+box is matched at most once, nearest first. Centre threshold {info["center_threshold"]}, input size
+{info["input_size"]}, mask threshold {info.get("threshold", 0.5)}.
+
+Count grade confusion (rows: labelled grade, columns: grade from the count):
+
+| | Clear | Mild | Moderate | Severe |
+|---|---|---|---|---|
+{cm}
+
+## Limits
+- Trained briefly on a CPU: the figures above are what it reaches, not a ceiling. Training goes on
+  (`--init-from weights/segmenter`) and the weights are replaced only when valid figures improve.
+- ACNE04 photos are half-face clinical photos of East-Asian patients under similar lighting; other
+  skin tones, lighting, distances and phone cameras are not represented in the data and not measured.
+- The four lesion types of the export are not separated (and their reliability is not verified).
+- Counts come from boxes whose annotation has its own noise; the Hayashi grade uses the half face.
+"""
+    (folder / "README.md").write_text(text)
+    print(f"wrote {folder / 'README.md'}")
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--split", default="valid")
@@ -182,6 +257,7 @@ def main(argv=None) -> None:
             info.pop("valid_subset_metrics", None)
             path.write_text(json.dumps(info, indent=2) + "\n")
             print(f"stored centre threshold {b['center_threshold']} in {path}")
+            write_segmenter_card(Path(args.segmenter), info, seg)
     if not args.skip_grader:
         try:
             from eval_grader import evaluate_grader

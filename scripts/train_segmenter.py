@@ -153,7 +153,7 @@ def predict_maps(model, rgb: np.ndarray, size: int) -> np.ndarray:
     return torch.sigmoid(model(x.contiguous(memory_format=torch.channels_last)))[0].numpy()
 
 
-CENTER_THRESHOLDS = [round(float(t), 2) for t in np.arange(0.10, 0.71, 0.05)]
+CENTER_THRESHOLDS = [0.03, 0.05, 0.07] + [round(float(t), 2) for t in np.arange(0.10, 0.71, 0.05)]
 
 
 def evaluate(model, images, records, size: int) -> dict:
