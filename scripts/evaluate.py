@@ -32,8 +32,31 @@ from metrics import classification_figures, dice_iou, hayashi_band, match_lesion
 THRESHOLDS = [0.03, 0.05, 0.07] + [round(0.05 * i, 2) for i in range(2, 17)]  # 0.03 .. 0.80
 
 
+def _peak_table(center: np.ndarray, min_distance: int, floor: float) -> np.ndarray:
+    """Centre-map peaks (x, y, height) at or above `floor`, plateaus merged: the lesions that
+    find_lesions would make at any threshold >= floor (cheap, for the threshold sweep)."""
+    import cv2
+
+    from acne.segmentation import _local_maxima
+
+    peaks = _local_maxima(center, min_distance) & (center >= floor)
+    n, labels = cv2.connectedComponents(peaks.view(np.uint8), connectivity=8)
+    if n <= 1:
+        return np.zeros((0, 3), np.float32)
+    ys, xs = np.nonzero(labels)
+    ids = labels[ys, xs]
+    cnt = np.bincount(ids, minlength=n)[1:]
+    cx = np.bincount(ids, weights=xs, minlength=n)[1:] / cnt
+    cy = np.bincount(ids, weights=ys, minlength=n)[1:] / cnt
+    height = np.zeros(n, np.float32)
+    np.maximum.at(height, ids, center[ys, xs])
+    return np.stack([cx, cy, height[1:]], 1).astype(np.float32)
+
+
 def evaluate_segmenter(model_dir: str, split: str, out: Path, *, size: int | None = None,
                        limit: int = 0, examples: int = 6) -> dict:
+    """Pass 1 sweeps the centre threshold on cheap peak tables; pass 2 runs the app's own
+    find_lesions at the chosen threshold, so the reported figures are those of the shipped code."""
     import cv2
 
     from acne.segmentation import LesionSegmenter, find_lesions, render_overlay
@@ -44,59 +67,80 @@ def evaluate_segmenter(model_dir: str, split: str, out: Path, *, size: int | Non
         records = records[:limit]
     tp = dict.fromkeys(THRESHOLDS, 0)
     npred = dict.fromkeys(THRESHOLDS, 0)
-    counts = {t: [] for t in THRESHOLDS}
     inter = psum = tsum = ntrue = 0
-    example_images = []
+    maps = []
     t0 = time.time()
     for i, rec in enumerate(records):
         rgb = read_rgb(rec.path)
         h, w = rgb.shape[:2]
         prob, center = seg.predict_maps(rgb)
+        if center is None:
+            raise SystemExit("evaluate.py expects a segmenter with a centre channel")
+        maps.append((prob.astype(np.float16), center.astype(np.float16), w, h))
         sx, sy = w / prob.shape[1], h / prob.shape[0]
+        table = _peak_table(center, seg.min_distance_px, min(THRESHOLDS))
+        pts_all = np.stack([(table[:, 0] + 0.5) * sx - 0.5, (table[:, 1] + 0.5) * sy - 0.5], 1)
         ntrue += len(rec.boxes)
         for t in THRESHOLDS:
-            _, lesions = find_lesions(prob, center, threshold=seg.threshold, center_threshold=t,
-                                      min_area_px=seg.min_area_px, min_distance=seg.min_distance_px)
-            pts = np.array([((x + 0.5) * sx - 0.5, (y + 0.5) * sy - 0.5) for x, y in (l.center for l in lesions)],
-                           np.float32).reshape(-1, 2)
+            pts = pts_all[table[:, 2] >= t]
             tp[t] += match_lesions(pts, rec.boxes)
             npred[t] += len(pts)
-            counts[t].append(len(pts))
-        full = seg.predict(rgb) if len(example_images) < examples and i % 17 == 0 else None
         mask = cv2.resize((prob >= seg.threshold).astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
         a, b, c = dice_iou(mask, ellipse_mask(rec.boxes, h, w))
         inter, psum, tsum = inter + a, psum + b, tsum + c
-        if full is not None:
-            overlay = render_overlay(rgb, full.mask)
-            for x0, y0, x1, y1 in rec.boxes.astype(int):
-                cv2.rectangle(overlay, (x0, y0), (x1, y1), (0, 255, 0), 1)
-            example_images.append((rec, overlay, len(full.lesions)))
         if (i + 1) % 50 == 0:
             print(f"  segmenter {i + 1}/{len(records)}  {(time.time() - t0) / (i + 1):.2f}s/photo", flush=True)
 
     per_t = {t: prf(tp[t], npred[t], ntrue) for t in THRESHOLDS}
     best_t = max(THRESHOLDS, key=lambda t: per_t[t]["f1"])
-    used_t = seg.center_threshold if seg.center_threshold in per_t else best_t
     true_counts = np.array([len(r.boxes) for r in records])
     grades = np.array([r.grade for r in records])
 
     def at(t):
-        pred = np.array(counts[t])
+        # The app's own post-processing at threshold t.
+        tp_t = n_t = 0
+        counts = []
+        for (prob, center, w, h), rec in zip(maps, records):
+            _, lesions = find_lesions(prob.astype(np.float32), center.astype(np.float32), threshold=seg.threshold,
+                                      center_threshold=t, min_area_px=seg.min_area_px,
+                                      min_distance=seg.min_distance_px)
+            sx, sy = w / prob.shape[1], h / prob.shape[0]
+            pts = np.array([((x + 0.5) * sx - 0.5, (y + 0.5) * sy - 0.5) for x, y in (l.center for l in lesions)],
+                           np.float32).reshape(-1, 2)
+            tp_t += match_lesions(pts, rec.boxes)
+            n_t += len(pts)
+            counts.append(len(pts))
+        pred = np.array(counts)
         return {
-            "center_threshold": t, **per_t[t],
+            "center_threshold": t, **prf(tp_t, n_t, ntrue),
             "count_mae": float(np.abs(pred - true_counts).mean()),
             "count_grade": classification_figures(grades, [hayashi_band(c) for c in pred]),
+            "_counts": counts,
         }
+
+    best = at(best_t)
+    stored = best if seg.center_threshold == best_t else at(seg.center_threshold)
+    example_images = []
+    for i in range(0, len(records), max(1, len(records) // examples))[:examples]:
+        rec = records[i]
+        rgb = read_rgb(rec.path)
+        seg.center_threshold = best_t
+        full = seg.predict(rgb)
+        overlay = render_overlay(rgb, full.mask)
+        for x0, y0, x1, y1 in rec.boxes.astype(int):
+            cv2.rectangle(overlay, (x0, y0), (x1, y1), (0, 255, 0), 1)
+        example_images.append((rec, overlay, len(full.lesions)))
 
     result = {
         "model": model_dir, "split": split, "photos": len(records), "input_size": seg.input_size,
         "mask_threshold": seg.threshold,
         "dice": 2 * inter / max(1, psum + tsum), "iou": inter / max(1, psum + tsum - inter),
         "mask_note": "masks are filled ellipses inscribed in the ground-truth boxes",
-        "stored_threshold": at(used_t), "best_threshold": at(best_t),
+        "stored_threshold": {k: v for k, v in stored.items() if k != "_counts"},
+        "best_threshold": {k: v for k, v in best.items() if k != "_counts"},
         "by_threshold": {str(t): per_t[t] for t in THRESHOLDS},
         "seconds_per_photo": (time.time() - t0) / max(1, len(records)),
-        "_counts": {"true": true_counts.tolist(), "pred_best": counts[best_t], "grades": grades.tolist()},
+        "_counts": {"true": true_counts.tolist(), "pred_best": best["_counts"], "grades": grades.tolist()},
     }
     _plots_segmenter(result, example_images, out)
     return result
@@ -178,7 +222,7 @@ attribution to ACNE04 and the Roboflow export.** Not a medical device.
 
 ## Training
 ```
-python scripts/train_segmenter.py --out runs/segmenter --steps 900 --eval-every 100 --threads 1   # (+ --resume)
+python scripts/train_segmenter.py --out runs/segmenter --steps N --eval-every 100 --threads 1   # (+ --resume)
 python scripts/train_segmenter.py --out runs/segmenter --export weights/segmenter
 python scripts/evaluate.py --split valid --segmenter weights/segmenter --choose-threshold --skip-grader
 ```

@@ -1,0 +1,134 @@
+"""Evaluate a saved severity grader (save_pretrained folder or Hub id) on an ACNE04 split.
+
+Runs the SAVED model the way the app does (acne.grading.SeverityGrader; plain AutoModel +
+AutoImageProcessor if that module is absent) on every photo of the split and writes
+OUT/metrics.json (accuracy, macro-F1, MAE, QWK, confusion, per-image predictions) and
+OUT/confusion.png. Levels are mapped onto the four ACNE04 grades: level -1 and 0 -> 0 (Clear).
+
+    python scripts/eval_grader.py --model weights/grader --out runs/eval_grader
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+from acne04 import load_split, read_rgb  # noqa: E402
+from metrics import classification_figures  # noqa: E402
+
+GRADE_NAMES = ("0 Clear", "1 Mild", "2 Moderate", "3 Severe")
+
+
+def _load_predictor(model_dir: str):
+    """-> (name, runner, predict(rgb) -> (level, {label: p}))."""
+    try:
+        from acne.grading import SeverityGrader
+    except ImportError:
+        SeverityGrader = None
+    if SeverityGrader is not None:
+        grader = SeverityGrader.load(model_dir)
+
+        def predict(rgb):
+            res = grader.predict(rgb)
+            return res.level, res.level_scores
+        return grader.name, "acne.grading.SeverityGrader", predict
+
+    from PIL import Image
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    local = {"local_files_only": True} if Path(model_dir).is_dir() else {}
+    model = AutoModelForImageClassification.from_pretrained(model_dir, dtype=torch.float32, **local).eval()
+    processor = AutoImageProcessor.from_pretrained(model_dir, **local)
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    levels = [int(label.split()[-1]) for label in labels]
+
+    def predict(rgb):
+        pv = processor(images=Image.fromarray(rgb), return_tensors="pt")["pixel_values"]
+        with torch.inference_mode():
+            p = torch.softmax(model(pixel_values=pv).logits[0].float(), -1).numpy()
+        return levels[int(p.argmax())], dict(zip(labels, map(float, p)))
+    return str(model_dir), "AutoModelForImageClassification", predict
+
+
+def plot_confusion(cm: np.ndarray, path: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = np.asarray(cm)
+    rows = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(5.2, 4.6), dpi=120)
+    ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            ax.text(j, i, f"{cm[i, j]}\n{rows[i, j]:.0%}", ha="center", va="center", fontsize=9,
+                    color="white" if rows[i, j] > 0.6 else "black")
+    ax.set_xticks(range(4), GRADE_NAMES, rotation=20)
+    ax.set_yticks(range(4), GRADE_NAMES)
+    ax.set_xlabel("predicted grade")
+    ax.set_ylabel("true grade (ACNE04)")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def evaluate_grader(model_dir, split: str = "valid", out_dir=None, limit: int | None = None,
+                    log_every: int = 50) -> dict:
+    name, runner, predict = _load_predictor(str(model_dir))
+    records = load_split(split)
+    if limit:
+        records = records[:limit]
+    per_image, y_true, y_pred = {}, [], []
+    t0 = time.time()
+    for i, r in enumerate(records):
+        level, scores = predict(read_rgb(r.path))
+        grade = max(int(level), 0)                       # level -1 (clear skin) counts as grade 0
+        per_image[r.path.name] = {"source": r.source, "grade": r.grade, "pred": grade, "level": int(level),
+                                  "scores": {k: round(float(v), 5) for k, v in scores.items()}}
+        y_true.append(r.grade)
+        y_pred.append(grade)
+        if log_every and (i + 1) % log_every == 0:
+            print(f"{i + 1}/{len(records)} photos, {(time.time() - t0) / (i + 1):.2f} s/photo", flush=True)
+    figures = classification_figures(y_true, y_pred)
+    result = {"model": name, "runner": runner, "split": split, "n": len(records),
+              "seconds_per_photo": (time.time() - t0) / max(len(records), 1),
+              "figures": figures, "per_image": per_image}
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "metrics.json").write_text(json.dumps(result, indent=1))
+        plot_confusion(np.array(figures["confusion"]), out_dir / "confusion.png",
+                       f"{Path(str(model_dir)).name} on ACNE04 {split} (n={len(records)})\n"
+                       f"acc {figures['accuracy']:.3f}  macro-F1 {figures['macro_f1']:.3f}  "
+                       f"MAE {figures['mae']:.3f}  QWK {figures['qwk']:.3f}")
+    return result
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="weights/grader", help="save_pretrained folder or Hub id")
+    ap.add_argument("--split", default="valid")
+    ap.add_argument("--out", type=Path, default=Path("runs/eval_grader"))
+    ap.add_argument("--limit", type=int, default=0, help="only the first N photos (smoke test)")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    res = evaluate_grader(args.model, args.split, args.out, limit=args.limit or None)
+    f = res["figures"]
+    print(json.dumps({"model": res["model"], "runner": res["runner"], "split": res["split"], "n": res["n"],
+                      **{k: f[k] for k in ("accuracy", "macro_f1", "mae", "qwk", "per_class_f1", "confusion")}},
+                     indent=1))
+    print(f"wrote {args.out / 'metrics.json'} and {args.out / 'confusion.png'}")
+
+
+if __name__ == "__main__":
+    main()
