@@ -732,7 +732,18 @@ def write_card(out: Path, s: dict) -> None:
         lines += [f"| {i} | " + " | ".join(str(v) for v in r) + " |" for i, r in enumerate(f["confusion"])]
         return "\n".join(lines)
 
+    prereq = ("" if frozen else f"`python scripts/train_grader.py --init {s['init']} --out weights/grader "
+              f"--train-versions {s['train_versions']} --seed {s['seed']}` (features, CV, frozen model), then\n  ")
     speed = s.get("valid_saved_model", {}).get("seconds_per_photo")
+    n_versions = f"{s['train_versions']} export version(s) per source"
+    if frozen:
+        train_line, extra_rows = f"{s['train_photos']} photos ({n_versions})", ""
+    else:
+        ft = s["finetune"]
+        train_line = (f"fine-tuned block on {s['train_photos']} photos (train minus the held-out fold, {n_versions}); "
+                      f"head refit on all {s['train_photos'] + cv['n']} train photos")
+        extra_rows = (f"\n| same fold, frozen backbone (epoch 0; CV of the frozen model over all 5 folds: "
+                      f"macro-F1 {s['stage2_cv']['macro_f1']:.3f}) {row(ft['history'][0])}")
     met = valid["accuracy"] >= 0.75 and valid["macro_f1"] >= 0.65 and valid["mae"] <= 0.30
     status = ("" if met else "- Below the project's targets on valid (accuracy >= 0.75, macro-F1 >= 0.65, MAE <= 0.30): "
               "a CPU-only baseline. Fine-tuning more of the backbone with the lesion-count signal is the next step.\n")
@@ -753,14 +764,14 @@ at **{s['size']} x {s['size']} px** (square resize, no crop, ImageNet mean/std).
 ## How it was made
 {method}
 - Position embeddings (37 x 37, `image_size` 518) are interpolated to {s['size'] // 14} x {s['size'] // 14} patches on every forward.
-- Train: {s['train_photos']} photos ({s['train_versions']} export version(s) per source). Seed {s['seed']}.
+- Train: {train_line}. Seed {s['seed']}.
 - Command (repo root; training extras in scripts/requirements-train.txt; caches in runs/grader):
-  `{s['command']}`
+  {prereq}`{s['command']}`
 
 ## Figures
 | data | accuracy | macro-F1 | MAE (grades) | QWK |
 |---|---|---|---|---|
-| {cv_label} (n={cv['n']}) {row(cv)}
+| {cv_label} (n={cv['n']}) {row(cv)}{extra_rows}
 | ACNE04 valid (n={valid['n']}) {row(valid)}
 
 Valid figures: {valid_src}{f', {speed:.2f} s per photo on one busy CPU thread' if speed else ''}.
