@@ -8,8 +8,10 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import threading
 from pathlib import Path
+from urllib.parse import urlparse
 
 import cv2
 import numpy as np
@@ -17,6 +19,8 @@ import torch
 
 from .errors import WeightsCorruptError, WeightsMissingError
 from .report import GraderResult
+from . import runtime
+from .runtime import Lazy
 from .severity import parse_level
 
 __all__ = ["SeverityGrader", "GraderLabelError", "WeightsMissingError"]
@@ -39,19 +43,19 @@ class SeverityGrader:
     `config` gives the labels) and is loaded by `model_loader` only when needed (explain())."""
 
     def __init__(self, model: torch.nn.Module | None, processor, *, name: str, device: str = "cpu",
-                 config=None, runner=None, model_loader=None, processor_loader=None, preprocess=None):
+                 config=None, runner=None, model_loader=None, processor_loader=None, preprocess=None,
+                 dtype: torch.dtype = torch.float32):
         if model is None and (model_loader is None or config is None):
             raise ValueError("SeverityGrader needs a torch model, or its config and a model_loader")
         if processor is None and processor_loader is None:
             raise ValueError("SeverityGrader needs an image processor or a processor_loader")
         self.device = torch.device(device)
-        self._model = None if model is None else self._prepare(model)
+        self.dtype = dtype                   # float32, or bfloat16 on CPUs that compute it natively
         self._model_loader = model_loader
-        self._model_lock = threading.Lock()
+        self._model = Lazy(lambda: self._prepare(model_loader()), None if model is None else self._prepare(model))
         self.runner = runner                 # acne.runtime.OnnxModel returning logits, or None
-        self.backend = "torch" if runner is None else "onnx"
-        self._processor = processor
-        self._processor_loader = processor_loader
+        self.backend = "onnx" if runner is not None else ("bf16" if dtype == torch.bfloat16 else "torch")
+        self._processor = Lazy(processor_loader, processor)
         # A checked stand-in for the processor (see _light_preprocess): no transformers import needed.
         self.preprocess = preprocess
         self.name = name
@@ -70,25 +74,17 @@ class SeverityGrader:
         return f"SeverityGrader({self.name!r}, labels={self.labels}, backend={self.backend!r})"
 
     def _prepare(self, model: torch.nn.Module) -> torch.nn.Module:
-        return model.float().eval().to(self.device)
+        return model.to(self.dtype).eval().to(self.device)
 
     @property
     def processor(self):
         """The transformers image processor (loaded on first use when a checked light path replaces it)."""
-        if self._processor is None:
-            with self._model_lock:
-                if self._processor is None:
-                    self._processor = self._processor_loader()
-        return self._processor
+        return self._processor.get()
 
     @property
     def model(self) -> torch.nn.Module:
         """The torch classifier (loaded on first use when predictions run on ONNX Runtime)."""
-        if self._model is None:
-            with self._model_lock:
-                if self._model is None:
-                    self._model = self._prepare(self._model_loader())
-        return self._model
+        return self._model.get()
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -134,9 +130,15 @@ class SeverityGrader:
             raise WeightsMissingError(f"the folder {path} does not exist")
         else:
             source, kwargs = name, {}
-            if _hub_offline() and _hub_cached(name, "config.json") is None:
+            cached = _hub_cached(name, "config.json") is not None
+            if _hub_offline() and not cached:
                 # Fails fast, before importing transformers (as it would fail after importing it).
                 raise OSError(f"{name} is not in the Hugging Face cache and the Hub is offline (HF_HUB_OFFLINE)")
+            if not _hub_offline() and not _hub_reachable():
+                # huggingface_hub would retry for ~25 s, logging each try, before giving up.
+                if not cached:
+                    raise OSError(f"{name} is not in the Hugging Face cache and the Hub cannot be reached")
+                kwargs = {"local_files_only": True}
         if backend == "onnx":
             # A warm ONNX cache needs neither transformers nor torchvision: a faster, leaner start.
             grader = _load_from_cache(cls, name, path if path.is_dir() else None, device, cache_dir, threads, int8)
@@ -151,7 +153,8 @@ class SeverityGrader:
 
         if backend != "onnx":
             model = load_model()
-            return cls(model, AutoImageProcessor.from_pretrained(source, **kwargs), name=name, device=device)
+            return cls(model, AutoImageProcessor.from_pretrained(source, **kwargs), name=name, device=device,
+                       dtype=runtime.torch_dtype(backend))
         config = AutoConfig.from_pretrained(source, **kwargs)
         processor = AutoImageProcessor.from_pretrained(source, **kwargs)
         # Labels are checked (in __init__) before anything is exported.
@@ -179,11 +182,14 @@ class SeverityGrader:
             logits = torch.from_numpy(self.runner(pixel_values.numpy()))[0].float()
         else:  # torch backend (or an input shape the export does not cover)
             with torch.inference_mode():
-                logits = self.model(pixel_values=pixel_values).logits[0].float()
+                logits = self._forward(pixel_values).logits[0].float()
         probs = torch.softmax(logits, dim=-1).tolist()
         best = int(np.argmax(probs))
         return GraderResult(model=self.name, level=self.levels[best],
                             level_scores={label: float(p) for label, p in zip(self.labels, probs)})
+
+    def _forward(self, pixel_values: torch.Tensor, **kwargs):
+        return self.model(pixel_values=pixel_values.to(self.dtype), **kwargs)
 
     def explain(self, rgb: np.ndarray) -> np.ndarray:
         """HxW float32 heat map in 0..1 at input resolution: where the grader looked.
@@ -211,7 +217,7 @@ class SeverityGrader:
                 # sdpa returns no attention weights; eager does (same numbers, a little slower).
                 self.model.set_attn_implementation("eager")
                 switched = True
-            attentions = self.model(pixel_values=pixel_values, output_attentions=True).attentions
+            attentions = self._forward(pixel_values, output_attentions=True).attentions
         except (TypeError, ValueError, NotImplementedError, AttributeError):
             return None
         finally:
@@ -232,7 +238,7 @@ class SeverityGrader:
         return rollout[0, prefix:].reshape(grid_h, grid_w).numpy()
 
     def _occlusion(self, pixel_values: torch.Tensor, grid: int = 7, batch: int = 8) -> np.ndarray:
-        base = torch.softmax(self.model(pixel_values=pixel_values).logits[0].float(), dim=-1)
+        base = torch.softmax(self._forward(pixel_values).logits[0].float(), dim=-1)
         target = int(base.argmax())
         h, w = pixel_values.shape[-2:]
         ys = np.linspace(0, h, grid + 1).astype(int)
@@ -244,7 +250,7 @@ class SeverityGrader:
             occluded = pixel_values.repeat(len(chunk), 1, 1, 1)
             for k, (i, j) in enumerate(chunk):
                 occluded[k, :, ys[i]:ys[i + 1], xs[j]:xs[j + 1]] = 0.0  # 0 = the normalised mean colour
-            probs = torch.softmax(self.model(pixel_values=occluded).logits.float(), dim=-1)[:, target]
+            probs = torch.softmax(self._forward(occluded).logits.float(), dim=-1)[:, target]
             drops.extend((base[target] - probs).tolist())
         return np.clip(np.array(drops, dtype=np.float32).reshape(grid, grid), 0, None)
 
@@ -285,7 +291,6 @@ class _Logits(torch.nn.Module):
 
 def _onnx_runner(grader: SeverityGrader, folder: Path | None, cache_dir, threads, int8: bool):
     """The classifier on ONNX Runtime, or None (logged) when that is not possible here."""
-    from . import runtime
 
     # The export has a fixed input shape: only for processors whose output shape never changes.
     shapes = {tuple(grader._inputs(_probe_image(h, w)).shape) for h, w in ((480, 640), (640, 480), (300, 300))}
@@ -360,7 +365,6 @@ def _light_spec(processor) -> dict | None:
 
 
 def _spec_path(folder: Path, cache_dir, int8: bool) -> Path | None:
-    from . import runtime
 
     weights = _local_weights(folder)
     if weights is None:
@@ -409,7 +413,6 @@ def _load_from_cache(cls, name: str, folder: Path | None, device: str, cache_dir
     import json
     from types import SimpleNamespace
 
-    from . import runtime
 
     if folder is None:
         folder = _hub_snapshot(name)
@@ -458,6 +461,36 @@ def _hub_cached(repo_id: str, filename: str) -> Path | None:
     except Exception:  # noqa: BLE001 - no cache, bad id: not cached
         return None
     return Path(found) if isinstance(found, str) else None
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Can a TCP connection to the Hub endpoint be opened within `timeout` seconds? A behind-a-proxy
+    setup cannot be probed this way: then assume yes and let huggingface_hub decide."""
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    try:
+        from huggingface_hub import constants
+
+        endpoint = urlparse(constants.ENDPOINT)
+    except (ImportError, ValueError):
+        return True
+    host = endpoint.hostname
+    port = endpoint.port or (80 if endpoint.scheme == "http" else 443)
+    if not host:
+        return True
+    outcome: list[bool] = []
+
+    def probe() -> None:  # in a thread: name resolution has no timeout of its own
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                outcome.append(True)
+        except OSError:
+            outcome.append(False)
+
+    thread = threading.Thread(target=probe, name="hub-probe", daemon=True)
+    thread.start()
+    thread.join(timeout + 0.5)
+    return bool(outcome and outcome[0])
 
 
 def _hub_offline() -> bool:

@@ -1,7 +1,10 @@
-"""Where the models run: PyTorch or ONNX Runtime, on how many threads, and the exported-model cache.
+"""Where the models run: PyTorch (fp32 or bfloat16) or ONNX Runtime, on how many threads, and the
+exported-model cache.
 
 ONNX Runtime computes the same fp32 network as PyTorch, faster on small CPUs (and it is calmer when
-other processes compete for the cores). Models are exported once, on first load, into a cache folder
+other processes compete for the cores). On CPUs with native bfloat16 (Intel AMX / AVX512-BF16)
+PyTorch in bfloat16 is 2-3x faster again; it rounds, so it is the default only because the accuracy
+guard holds on the shipped weights (scripts/benchmark.py --guard). Models are exported once, on first load, into a cache folder
 keyed by the weights' contents, so later starts skip the export and even the PyTorch model build.
 `agreement()` is the accuracy guard: it checks that a fast path gives the answers of plain fp32.
 """
@@ -14,6 +17,7 @@ import io
 import logging
 import math
 import os
+import threading
 import warnings
 from pathlib import Path
 from typing import Callable, Iterable
@@ -22,12 +26,35 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "onnx", "torch")
+BACKENDS = ("auto", "bf16", "onnx", "torch")
 OPSET = 17
 EXPORT_FORMAT = "3"   # bump when the export recipe changes: old cache entries are then ignored
 
 # Accuracy guard: the fast path must agree with plain fp32 PyTorch (issue 7).
 GUARD = {"severity_agreement": 0.98, "mask_dice": 0.95, "count_within_1": 0.95}
+
+
+# --------------------------------------------------------------------------- lazy models
+
+class Lazy:
+    """A value built on first use, once, thread-safely: the torch model (or image processor) that
+    ONNX Runtime makes unnecessary until someone asks for it (e.g. the heat map)."""
+
+    def __init__(self, factory: Callable[[], object] | None, value: object = None):
+        if value is None and factory is None:
+            raise ValueError("Lazy needs a value or a factory")
+        self._factory, self._value, self._lock = factory, value, threading.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        return self._value is not None
+
+    def get(self):
+        if self._value is None:
+            with self._lock:
+                if self._value is None:
+                    self._value = self._factory()
+        return self._value
 
 
 # --------------------------------------------------------------------------- threads
@@ -87,19 +114,57 @@ def onnx_available() -> bool:
     return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx"))
 
 
+def native_bf16() -> bool:
+    """Does this CPU compute bfloat16 natively (AMX or AVX512-BF16)? Elsewhere bf16 is emulated: slow."""
+    global _NATIVE_BF16
+    if _NATIVE_BF16 is None:
+        try:
+            flags = set()
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+            _NATIVE_BF16 = bool(flags & {"amx_bf16", "avx512_bf16"})
+        except OSError:  # not Linux: no cheap, reliable check
+            _NATIVE_BF16 = False
+        if _NATIVE_BF16:
+            import torch
+
+            _NATIVE_BF16 = bool(torch.backends.mkldnn.is_available()
+                                and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return _NATIVE_BF16
+
+
+_NATIVE_BF16: bool | None = None
+
+
 def resolve_backend(requested: str = "auto") -> str:
-    """'auto' -> 'onnx' when ONNX Runtime is installed, else 'torch'. Raises ValueError on a bad name."""
+    """'auto' -> 'bf16' on CPUs with native bfloat16, else 'onnx' when ONNX Runtime is installed, else
+    'torch'. Raises ValueError on a bad name."""
     name = (requested or "auto").strip().lower()
     if name not in BACKENDS:
         raise ValueError(f"ACNE_BACKEND must be one of {', '.join(BACKENDS)}; got {requested!r}")
     if name == "torch":
         return "torch"
+    if name == "bf16":
+        if not native_bf16():
+            log.warning("ACNE_BACKEND=bf16 on a CPU without native bfloat16: it runs, but slower than fp32.")
+        return "bf16"
+    if name == "auto" and native_bf16():
+        return "bf16"
     if onnx_available():
         return "onnx"
     if name == "onnx":
         raise ValueError("ACNE_BACKEND=onnx needs the onnxruntime and onnx packages: "
                          "pip install onnxruntime onnx (or set ACNE_BACKEND=torch)")
     return "torch"
+
+
+def torch_dtype(backend: str):
+    """The dtype the torch models run in for a resolved backend."""
+    import torch
+
+    return torch.bfloat16 if backend == "bf16" else torch.float32
 
 
 def default_cache_dir() -> Path:

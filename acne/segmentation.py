@@ -13,7 +13,6 @@ import logging
 import math
 import os
 import re
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,8 @@ import torch
 
 from .errors import WeightsCorruptError, WeightsMissingError
 from .report import Lesion
+from . import runtime
+from .runtime import Lazy
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ class LesionSegmenter:
                  channels: list[str] | tuple[str, ...] = ("lesion",),
                  input_size: int = 640, threshold: float = 0.5, center_threshold: float = 0.3,
                  min_area_px: int = 10, min_distance_px: int = 2, device: str = "cpu",
-                 runner=None, model_loader=None):
+                 runner=None, model_loader=None, dtype: torch.dtype = torch.float32):
         if not channels or channels[0] != "lesion":
             raise ValueError(f"segmenter channels must start with 'lesion', got {channels!r}")
         if input_size < PAD_MULTIPLE:
@@ -82,11 +83,10 @@ class LesionSegmenter:
         if model is None and (runner is None or model_loader is None):
             raise ValueError("LesionSegmenter needs a torch model, or an ONNX runner and a model_loader")
         self.device = torch.device(device)
-        self._model = None if model is None else self._prepare(model)
-        self._model_loader = model_loader
-        self._model_lock = threading.Lock()
+        self.dtype = dtype              # float32, or bfloat16 on CPUs that compute it natively
+        self._model = Lazy(lambda: self._prepare(model_loader()), None if model is None else self._prepare(model))
         self.runner = runner            # acne.runtime.OnnxModel giving logits, or None
-        self.backend = "torch" if runner is None else "onnx"
+        self.backend = "onnx" if runner is not None else ("bf16" if dtype == torch.bfloat16 else "torch")
         self.name = name
         self.channels = list(channels)
         self.input_size = int(input_size)
@@ -100,16 +100,13 @@ class LesionSegmenter:
                 f"threshold={self.threshold}, backend={self.backend!r})")
 
     def _prepare(self, model: torch.nn.Module) -> torch.nn.Module:
-        return model.float().eval().to(self.device, memory_format=torch.channels_last)
+        model = model.float().eval().to(self.device, memory_format=torch.channels_last)
+        return _bf16_body(model) if self.dtype == torch.bfloat16 else model
 
     @property
     def model(self) -> torch.nn.Module:
         """The torch UNet (loaded on first use when predictions run on ONNX Runtime)."""
-        if self._model is None:
-            with self._model_lock:
-                if self._model is None:
-                    self._model = self._prepare(self._model_loader())
-        return self._model
+        return self._model.get()
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -121,7 +118,7 @@ class LesionSegmenter:
 
         `size` / `threshold` override the values stored in inference.json. backend="onnx" runs the
         UNet on ONNX Runtime (exported once into `cache_dir`, see acne.runtime); if that fails, one
-        log line and PyTorch.
+        log line and PyTorch. backend="bf16": PyTorch in bfloat16.
         """
         name = str(name_or_path)
         path = Path(name).expanduser()
@@ -181,7 +178,7 @@ class LesionSegmenter:
             center_threshold=float(settings["center_threshold"]),
             min_area_px=int(settings["min_area_px"]),
             min_distance_px=int(settings["min_distance_px"]),
-            runner=runner, model_loader=load_model,
+            runner=runner, model_loader=load_model, dtype=runtime.torch_dtype(backend),
         )
 
     # ------------------------------------------------------------------ inference
@@ -208,7 +205,7 @@ class LesionSegmenter:
             # HWC memory seen as NCHW is already channels_last: no copy.
             tensor = torch.from_numpy(x).permute(2, 0, 1).unsqueeze(0).to(self.device)
             with torch.inference_mode():
-                prob = torch.sigmoid(self.model(tensor))[0, :, :nh, :nw].float().cpu().numpy()
+                prob = torch.sigmoid(self.model(tensor).float())[0, :, :nh, :nw].cpu().numpy()
         center = prob[1] if len(self.channels) > 1 and self.channels[1] == "center" else None
         return np.ascontiguousarray(prob[0]), None if center is None else np.ascontiguousarray(center)
 
@@ -235,6 +232,26 @@ class LesionSegmenter:
 
 
 # ---------------------------------------------------------------------- post-processing
+
+def _bf16_body(model: torch.nn.Module) -> torch.nn.Module:
+    """The UNet's encoder in bfloat16, its decoder in fp32: lesion centres are read off small peaks in
+    the decoder's output, and bf16 rounding there moved lesion counts (the accuracy guard caught it).
+    A model without an `encoder` runs wholly in bf16."""
+    body = getattr(model, "encoder", None)
+    body = body if isinstance(body, torch.nn.Module) else model
+    body.to(torch.bfloat16)
+
+    def cast(value, dtype):
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            return value.to(dtype)
+        if isinstance(value, (list, tuple)):
+            return type(value)(cast(v, dtype) for v in value)
+        return value
+
+    body.register_forward_pre_hook(lambda _m, args: cast(args, torch.bfloat16))
+    body.register_forward_hook(lambda _m, _args, out: cast(out, torch.float32))
+    return model
+
 
 def find_lesions(probability: np.ndarray, center: np.ndarray | None = None, *, threshold: float = 0.5,
                  center_threshold: float = 0.3, min_area_px: int = 10,
@@ -446,8 +463,6 @@ def _config_classes(config_json: Path) -> int | None:
 
 def _onnx_runner(path: Path, model, load_model, input_size: int, cache_dir, threads):
     """The UNet on ONNX Runtime, or None (logged) when that is not possible here."""
-    from . import runtime
-
     try:
         if path.is_dir():
             weights_key = runtime.fingerprint(path / "config.json", path / "model.safetensors")

@@ -49,7 +49,7 @@ def test_onnx_path_agrees_with_plain_fp32(analyzers, example_photos):
     assert guard["photos"] == len(example_photos)
     assert guard["passed"], guard
     # The predictions above ran on ONNX Runtime: the torch models were never even built.
-    assert fast.segmenter._model is None and fast.grader._model is None
+    assert not fast.segmenter._model.loaded and not fast.grader._model.loaded
 
 
 def test_a_cached_export_loads_without_building_the_torch_model(analyzers, tiny_segmenter_dir, cache_dir,
@@ -58,7 +58,7 @@ def test_a_cached_export_loads_without_building_the_torch_model(analyzers, tiny_
     exported = sorted(p.name for p in cache_dir.glob("*.onnx"))
     assert any(name.startswith("unet-") for name in exported) and any(name.startswith("grader-") for name in exported)
     again = LesionSegmenter.from_pretrained(tiny_segmenter_dir, size=256, backend="onnx", cache_dir=cache_dir)
-    assert again.backend == "onnx" and again._model is None           # cache hit: no smp model built
+    assert again.backend == "onnx" and not again._model.loaded           # cache hit: no smp model built
     assert sorted(p.name for p in cache_dir.glob("*.onnx")) == exported  # nothing exported again
     rgb = load_image(example_photo)
     assert np.array_equal(again.predict_maps(rgb)[0], fast.segmenter.predict_maps(rgb)[0])
@@ -158,8 +158,13 @@ def test_the_guard_fails_when_the_paths_disagree():
 
 
 def test_backend_threads_and_settings(monkeypatch, tmp_path):
-    assert runtime.resolve_backend("torch") == "torch"
-    assert runtime.resolve_backend("auto") == runtime.resolve_backend("ONNX ") == "onnx"
+    assert runtime.resolve_backend("torch") == "torch" and runtime.resolve_backend("ONNX ") == "onnx"
+    assert runtime.resolve_backend("bf16") == "bf16"
+    assert runtime.resolve_backend("auto") == ("bf16" if runtime.native_bf16() else "onnx")
+    monkeypatch.setattr(runtime, "_NATIVE_BF16", False)   # e.g. a Space CPU without AMX / AVX512-BF16
+    assert runtime.resolve_backend("auto") == "onnx"
+    monkeypatch.setattr(runtime, "_NATIVE_BF16", True)
+    assert runtime.resolve_backend("auto") == "bf16"
     with pytest.raises(ValueError, match="ACNE_BACKEND"):
         runtime.resolve_backend("tensorrt")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
@@ -186,7 +191,7 @@ def test_warm_cache_grader_needs_no_image_processor(tiny_grader_dir, tmp_path, e
     assert first.preprocess is not None      # the light preprocessing reproduced the processor exactly
     warm = SeverityGrader.load(tiny_grader_dir, backend="onnx", cache_dir=tmp_path)
     assert warm.backend == "onnx" and warm.preprocess == first.preprocess
-    assert warm._processor is None and warm._model is None and warm.labels == first.labels
+    assert not warm._processor.loaded and not warm._model.loaded and warm.labels == first.labels
     rgb = load_image(example_photo)
     for image in (rgb, np.ascontiguousarray(rgb[100:400]), np.ascontiguousarray(rgb[:, :333])):
         # Bit for bit what transformers' processor gives (loaded here on demand, for the comparison).
@@ -216,3 +221,25 @@ def test_a_warm_start_imports_neither_transformers_nor_smp(tiny_model_env, tmp_p
         assert done.returncode == 0, done.stderr
     assert "transformers" in runs[0].stdout          # the first start exports (and needs them)
     assert runs[1].stdout.strip() == "[]", runs[1].stdout + runs[1].stderr
+
+
+def test_bf16_backend_runs_the_unet_encoder_and_the_grader_in_bfloat16(tiny_settings, example_photo):
+    """Where bf16 is native it is the default (the guard holds on the shipped weights, see
+    scripts/benchmark.py --guard); the UNet's decoder stays fp32, where lesion centres are read."""
+    import torch
+
+    analyzer = load_analyzer(dataclasses.replace(tiny_settings, backend="bf16"))
+    segmenter, grader = analyzer.segmenter, analyzer.grader
+    assert (segmenter.backend, grader.backend) == ("bf16", "bf16")
+    assert {p.dtype for p in segmenter.model.encoder.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in segmenter.model.decoder.parameters()} == {torch.float32}
+    assert {p.dtype for p in grader.model.parameters()} == {torch.bfloat16}
+    plain = load_analyzer(dataclasses.replace(tiny_settings, backend="torch"))
+    fast, reference = analyzer.run(example_photo), plain.run(example_photo)
+    assert fast.probability.dtype == np.float32 and np.isfinite(fast.probability).all()
+    assert fast.probability.shape == reference.probability.shape
+    # Rounding, not a different network: the maps and the scores stay close.
+    assert np.abs(fast.probability - reference.probability).mean() < 0.01
+    scores, fast_scores = reference.report.grader.level_scores, fast.report.grader.level_scores
+    assert max(abs(scores[k] - fast_scores[k]) for k in scores) < 0.05
+    assert np.isfinite(grader.explain(load_image(example_photo))).all()   # the heat map works in bf16

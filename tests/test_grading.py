@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -142,6 +143,45 @@ def test_offline_hub_id_falls_back_with_one_log_line(tiny_grader_dir, tiny_grade
     assert len(lines) == 1, done.stderr
     assert "imfarzanansari/skintelligent-acne" in lines[0] and "fallback" in lines[0]
     assert str(tiny_grader4_dir) in lines[0]
+
+
+def test_unreachable_hub_falls_back_at_once_without_retries(tiny_grader4_dir, tiny_model_env, tmp_path):
+    """No HF_HUB_OFFLINE, but no network: one clear line, not huggingface_hub's retries."""
+    with socket.socket() as closed:  # a port nobody listens on: connections are refused
+        closed.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    code = (
+        "import logging, sys\n"
+        "logging.basicConfig(level=logging.INFO, stream=sys.stderr, format='LOG %(name)s: %(message)s')\n"
+        "from acne.grading import SeverityGrader\n"
+        f"g = SeverityGrader.load('imfarzanansari/skintelligent-acne', fallback={str(tiny_grader4_dir)!r})\n"
+        "print(g.name)\n"
+    )
+    env = dict(tiny_model_env, HF_ENDPOINT=endpoint, HF_HOME=str(tmp_path / "hf"))
+    env.pop("HF_HUB_OFFLINE")
+    done = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_DIR, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(tiny_grader4_dir)
+    lines = [line for line in done.stderr.splitlines() if line.startswith("LOG ")]
+    assert len(lines) == 1, done.stderr
+    assert "cannot be reached" in lines[0] and str(tiny_grader4_dir) in lines[0]
+
+
+def test_hub_probe_tells_a_listening_endpoint_from_a_closed_one(monkeypatch):
+    from huggingface_hub import constants
+
+    from acne.grading import _hub_reachable
+
+    for proxy in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(proxy, raising=False)
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
+        assert _hub_reachable(timeout=2)
+    # The same port, now closed.
+    assert not _hub_reachable(timeout=2)
 
 
 def test_a_local_folder_with_skintelligent_shape_is_used_as_primary(tiny_grader_dir, tiny_grader4_dir, photo):
