@@ -236,6 +236,9 @@ def main(argv=None) -> None:
     ap.add_argument("--input-size", type=int, default=384, help="inference size (long side) for evaluation/export")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--bf16", choices=["auto", "on", "off"], default="auto",
+                    help="bfloat16 autocast for the training forward pass (auto: when the CPU has native bf16, "
+                         "e.g. AMX: ~2.8x faster steps); evaluation and export stay fp32")
     ap.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     ap.add_argument("--init-from", type=Path, help="start from a save_pretrained folder (e.g. weights/segmenter)")
     ap.add_argument("--train-limit", type=int, default=0, help="use only the first N train photos (smoke tests)")
@@ -288,13 +291,17 @@ def main(argv=None) -> None:
         log.info("resumed at step %d (best f1 %.3f)", step, best.get("f1", -1))
 
     sampler = CropSampler(images, train, args.crop, tuple(args.scale), args.lesion_bias, rng)
+    bf16 = args.bf16 == "on" or (args.bf16 == "auto" and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    log.info("training forward in %s", "bfloat16 (autocast)" if bf16 else "float32")
     t_last, losses = time.time(), []
     while step < args.steps:
         lr = lr_at(step, args.steps, args.lr, args.warmup)
         for group in opt.param_groups:
             group["lr"] = lr
         x, m, h = sampler.batch(args.batch)
-        logits = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(x)
+        logits = logits.float()  # losses in fp32: the focal loss's logs need the precision
         loss_m = mask_loss(logits[:, 0], m)
         loss_c = center_focal_loss(logits[:, 1], h)
         loss = loss_m + loss_c
