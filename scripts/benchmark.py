@@ -22,9 +22,10 @@ on its own (A/B alternated). Prints a table and writes JSON. About 5-8 minutes o
     python scripts/benchmark.py --n 3 --throughput-n 5 --no-levers   # smoke run
     python scripts/benchmark.py --guard               # accuracy guard, real weights, all valid photos
 
---guard compares the fast path (ONNX Runtime; and ONNX + int8 grader) with plain fp32 PyTorch on real
-valid photos with the real weights in weights/: severity identical on >= 98% of photos, mean mask
-Dice >= 0.95, lesion count within +-1 on >= 95% (acne.runtime.GUARD).
+--guard compares each fast path (ONNX Runtime fp32; ONNX + int8 grader; PyTorch bfloat16, the default on
+CPUs with native bf16) with plain fp32 PyTorch on real valid photos with the real weights in weights/:
+severity identical on >= 98% of photos, mean mask Dice >= 0.95, lesion count within +-1 on >= 95%
+(acne.runtime.GUARD). It exits 1 when a default path (bf16 where native, onnx) fails.
 """
 from __future__ import annotations
 
@@ -278,7 +279,8 @@ def machine_info() -> dict:
     info = {"cpu_model": model, "os_cpu_count": os.cpu_count(), "usable_cpus": runtime.cpu_count(),
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version(), "platform": platform.platform(),
-            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "load_average_start": os.getloadavg()}
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "load_average_start": os.getloadavg(),
+            "native_bf16": runtime.native_bf16(), "default_backend": runtime.resolve_backend("auto")}
     try:
         import onnxruntime
 
@@ -425,6 +427,7 @@ def measure_levers(models: dict, photos: list[Path], reps: int, cache_dir: str) 
     seg_torch = LesionSegmenter.from_pretrained(models["segmenter"])
     seg_onnx = LesionSegmenter.from_pretrained(models["segmenter"], backend="onnx", cache_dir=cache_dir,
                                                threads=threads)
+    seg_bf16 = LesionSegmenter.from_pretrained(models["segmenter"], backend="bf16")
     side = -(-seg_torch.input_size // 32) * 32
     x = torch.from_numpy(np.random.default_rng(0).standard_normal((1, 3, side, side), dtype=np.float32))
     contiguous = seg_torch.model  # channels_last since load; a contiguous copy for the A/B
@@ -442,6 +445,7 @@ def measure_levers(models: dict, photos: list[Path], reps: int, cache_dir: str) 
         "torch_inference_mode_contiguous": lambda: unet(plain, x, torch.inference_mode),
         "torch_inference_mode_channels_last": lambda: unet(contiguous, x_cl, torch.inference_mode),
         "onnxruntime": lambda: seg_onnx.runner(x.numpy()),
+        "torch_bf16_encoder": lambda: unet(seg_bf16.model, x_cl, torch.inference_mode),
     }, reps)
     del plain
 
@@ -450,9 +454,11 @@ def measure_levers(models: dict, photos: list[Path], reps: int, cache_dir: str) 
                                       threads=threads)
     grader_int8 = SeverityGrader.load(models["grader_fallback"], backend="onnx", cache_dir=cache_dir,
                                       threads=threads, int8=True)
+    grader_bf16 = SeverityGrader.load(models["grader_fallback"], backend="bf16")
     out["grader_predict"] = ab({"torch": lambda: grader_torch.predict(rgb),
                                 "onnxruntime": lambda: grader_onnx.predict(rgb),
-                                "onnxruntime_int8": lambda: grader_int8.predict(rgb)}, reps)
+                                "onnxruntime_int8": lambda: grader_int8.predict(rgb),
+                                "torch_bf16": lambda: grader_bf16.predict(rgb)}, reps)
     if grader_onnx.preprocess is not None:
         from acne.grading import _light_preprocess
 
@@ -480,7 +486,22 @@ def measure_levers(models: dict, photos: list[Path], reps: int, cache_dir: str) 
                               f"onnxruntime_{many}": lambda: seg_many.runner(x.numpy()),
                               f"torch_{threads}": lambda: unet(contiguous, x_cl, torch.inference_mode),
                               f"torch_{many}": torch_many}, max(3, reps // 2))
-    del seg_many, grader_torch, grader_int8, seg_torch
+    # Batching (what a batched CLI would gain): 4 photos in one forward vs 4 forwards, per photo.
+    x4 = x_cl.repeat(4, 1, 1, 1).contiguous(memory_format=torch.channels_last)
+    pv = grader_bf16._inputs(rgb)
+    pv4 = pv.repeat(4, 1, 1, 1)
+
+    def per_photo(fn, n):
+        return lambda: [fn() for _ in range(n)]
+
+    unet_batch = ab({"4_single": per_photo(lambda: unet(seg_bf16.model, x_cl, torch.inference_mode), 4),
+                     "1_batch_of_4": lambda: unet(seg_bf16.model, x4, torch.inference_mode)}, max(3, reps // 2))
+    grader_batch = ab({"4_single": per_photo(lambda: unet(grader_bf16._forward, pv, torch.inference_mode), 4),
+                       "1_batch_of_4": lambda: unet(grader_bf16._forward, pv4, torch.inference_mode)},
+                      max(3, reps // 2))
+    out["batching_bf16_s_per_photo"] = {"unet": {k: round(v / 4, 4) for k, v in unet_batch.items()},
+                                        "grader": {k: round(v / 4, 4) for k, v in grader_batch.items()}}
+    del seg_many, grader_torch, grader_int8, grader_bf16, seg_torch, seg_bf16
 
     # ONNX Runtime's idle threads spin-wait after a run by default; what that costs the Python
     # post-processing that follows (quality checks and overlay drawing here).
@@ -560,7 +581,8 @@ def guard(args) -> dict:
                                cache_dir=args.cache_dir or Settings.from_env().cache_dir)
     analyzers = {"fp32-torch": load_analyzer(dataclasses.replace(base, backend="torch", int8=False)),
                  "onnx": load_analyzer(dataclasses.replace(base, backend="onnx", int8=False)),
-                 "onnx-int8-grader": load_analyzer(dataclasses.replace(base, backend="onnx", int8=True))}
+                 "onnx-int8-grader": load_analyzer(dataclasses.replace(base, backend="onnx", int8=True)),
+                 "bf16": load_analyzer(dataclasses.replace(base, backend="bf16", int8=False))}
     photos = pick_photos(args.guard_n)
     pairs = {name: [] for name in analyzers if name != "fp32-torch"}
     started = time.perf_counter()
@@ -581,7 +603,10 @@ def guard(args) -> dict:
               f"{g['count_within_1']:>11.3f}  {g['passed']}")
     print(f"thresholds: {runtime.GUARD}")
     int8 = result["fast_paths"]["onnx-int8-grader"]["passed"]
-    print(f"shipped fast path (onnx): {'PASSED' if result['fast_paths']['onnx']['passed'] else 'FAILED'}; "
+    shipped = result["shipped"] = runtime.resolve_backend("auto")
+    print(f"shipped fast path here (ACNE_BACKEND=auto -> {shipped}): "
+          f"{'PASSED' if result['fast_paths'][shipped]['passed'] else 'FAILED'}; onnx (CPUs without native "
+          f"bf16): {'PASSED' if result['fast_paths']['onnx']['passed'] else 'FAILED'}; "
           f"ACNE_INT8=1 {'holds the guard: it may be turned on' if int8 else 'fails the guard: keep it off'}")
     return result
 
@@ -614,7 +639,8 @@ def print_table(result: dict) -> None:
             print(f"  {name}: {value}")
     m = result["machine"]
     print(f"\nMachine: {m['cpu_model']}; {m['usable_cpus']} usable CPUs (os.cpu_count {m['os_cpu_count']}); "
-          f"torch threads {m['torch_threads']}; load average {m['load_average_start']} -> {m['load_average_end']}")
+          f"torch threads {m['torch_threads']}; native bf16 {m.get('native_bf16')} (ACNE_BACKEND=auto -> "
+          f"{m.get('default_backend')}); load average {m['load_average_start']} -> {m['load_average_end']}")
     for note in result["notes"]:
         print(f"NOTE: {note}")
 
@@ -650,7 +676,8 @@ def main(argv: list[str] | None = None) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1) + "\n")
         print(f"wrote {out}")
-        return 0 if result["fast_paths"]["onnx"]["passed"] else 1  # int8 is off by default: informative
+        # The default paths (bf16 where native, else onnx) must hold; int8 is off by default: informative.
+        return 0 if all(result["fast_paths"][b]["passed"] for b in {result["shipped"], "onnx"}) else 1
 
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = set(variants) - set(VARIANTS)
@@ -682,9 +709,12 @@ def main(argv: list[str] | None = None) -> int:
             result["cold"][v] = cold_start_and_rss(v, models, rss_photos)
         if "ours-default" in variants:
             with tempfile.TemporaryDirectory(prefix="acne-onnx-cache-") as empty:
-                print("cold start: ours-default, empty ONNX cache (first start ever: exports) ...", file=sys.stderr)
-                result["cold"]["ours-default (empty ONNX cache)"] = cold_start_and_rss(
-                    "ours-default", models, rss_photos, {"ACNE_CACHE_DIR": empty})
+                print("cold start: ours-default on ONNX Runtime, empty cache (exports) ...", file=sys.stderr)
+                result["cold"]["ours-default (onnx, empty cache)"] = cold_start_and_rss(
+                    "ours-default", models, rss_photos, {"ACNE_CACHE_DIR": empty, "ACNE_BACKEND": "onnx"})
+            print("cold start: ours-default on ONNX Runtime, warm cache ...", file=sys.stderr)
+            result["cold"]["ours-default (onnx, warm cache)"] = cold_start_and_rss(
+                "ours-default", models, rss_photos, {"ACNE_BACKEND": "onnx"})
             print("cold start: ours-default on PyTorch ...", file=sys.stderr)
             result["cold"]["ours-default (ACNE_BACKEND=torch)"] = cold_start_and_rss(
                 "ours-default", models, rss_photos, {"ACNE_BACKEND": "torch"})

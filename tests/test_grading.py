@@ -125,22 +125,26 @@ def test_corrupt_grader_folder(tmp_path, tiny_grader_dir):
         SeverityGrader.load(folder)
 
 
-def test_offline_hub_id_falls_back_with_one_log_line(tiny_grader_dir, tiny_grader4_dir, tiny_model_env):
-    """HF_HUB_OFFLINE is read when huggingface_hub is imported: check in a fresh interpreter."""
+def _log_lines_of_hub_load(env: dict, fallback, prefix: str = "LOG acne.") -> list[str]:
+    """Load the Hub grader with `fallback` in a fresh interpreter; its log lines starting with `prefix`."""
     code = (
         "import logging, sys\n"
         "logging.basicConfig(level=logging.INFO, stream=sys.stderr, format='LOG %(name)s: %(message)s')\n"
         "from acne.grading import SeverityGrader\n"
-        f"g = SeverityGrader.load('imfarzanansari/skintelligent-acne', fallback={str(tiny_grader4_dir)!r})\n"
+        f"g = SeverityGrader.load('imfarzanansari/skintelligent-acne', fallback={str(fallback)!r})\n"
         "print(g.name)\n"
     )
-    env = dict(tiny_model_env, HF_HUB_OFFLINE="1")
     done = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_DIR, env=env, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == str(tiny_grader4_dir)
-    lines = [line for line in done.stderr.splitlines() if line.startswith("LOG acne.")]
-    assert len(lines) == 1, done.stderr
+    assert done.stdout.strip() == str(fallback)
+    return [line for line in done.stderr.splitlines() if line.startswith(prefix)]
+
+
+def test_offline_hub_id_falls_back_with_one_log_line(tiny_grader_dir, tiny_grader4_dir, tiny_model_env):
+    """HF_HUB_OFFLINE is read when huggingface_hub is imported: check in a fresh interpreter."""
+    lines = _log_lines_of_hub_load(dict(tiny_model_env, HF_HUB_OFFLINE="1"), tiny_grader4_dir)
+    assert len(lines) == 1, lines
     assert "imfarzanansari/skintelligent-acne" in lines[0] and "fallback" in lines[0]
     assert str(tiny_grader4_dir) in lines[0]
 
@@ -150,21 +154,10 @@ def test_unreachable_hub_falls_back_at_once_without_retries(tiny_grader4_dir, ti
     with socket.socket() as closed:  # a port nobody listens on: connections are refused
         closed.bind(("127.0.0.1", 0))
         endpoint = f"http://127.0.0.1:{closed.getsockname()[1]}"
-    code = (
-        "import logging, sys\n"
-        "logging.basicConfig(level=logging.INFO, stream=sys.stderr, format='LOG %(name)s: %(message)s')\n"
-        "from acne.grading import SeverityGrader\n"
-        f"g = SeverityGrader.load('imfarzanansari/skintelligent-acne', fallback={str(tiny_grader4_dir)!r})\n"
-        "print(g.name)\n"
-    )
     env = dict(tiny_model_env, HF_ENDPOINT=endpoint, HF_HOME=str(tmp_path / "hf"))
     env.pop("HF_HUB_OFFLINE")
-    done = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_DIR, env=env, capture_output=True,
-                          text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == str(tiny_grader4_dir)
-    lines = [line for line in done.stderr.splitlines() if line.startswith("LOG ")]
-    assert len(lines) == 1, done.stderr
+    lines = _log_lines_of_hub_load(env, tiny_grader4_dir, prefix="LOG ")  # huggingface_hub's lines too
+    assert len(lines) == 1, lines
     assert "cannot be reached" in lines[0] and str(tiny_grader4_dir) in lines[0]
 
 
