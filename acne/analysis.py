@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -15,7 +17,7 @@ from .grading import SeverityGrader
 from .imaging import ImageSource, load_image, quality_warnings
 from .report import Report
 from .segmentation import LesionSegmenter, render_overlay
-from .severity import CLASSES, class_scores, count_grade, recommendations
+from .severity import CLASSES, CountCombiner, class_scores, count_grade, recommendations
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +35,12 @@ class Analysis:
 
 
 class Analyzer:
-    def __init__(self, segmenter: LesionSegmenter, grader: SeverityGrader, *, max_pixels: int = 50_000_000):
+    def __init__(self, segmenter: LesionSegmenter, grader: SeverityGrader, *, max_pixels: int = 50_000_000,
+                 combiner: CountCombiner | None = None):
         self.segmenter = segmenter
         self.grader = grader
         self.max_pixels = max_pixels
+        self.combiner = combiner   # severity from grader scores + lesion count, when fitted for these weights
 
     def __repr__(self) -> str:
         return f"Analyzer(segmenter={self.segmenter.name!r}, grader={self.grader.name!r})"
@@ -50,7 +54,9 @@ class Analyzer:
         t2 = time.perf_counter()
         graded = self.grader.predict(rgb)
         t3 = time.perf_counter()
-        severity_scores = class_scores(graded.level_scores)
+        severity_scores, source = class_scores(graded.level_scores), "grader"
+        if self.combiner is not None:
+            severity_scores, source = self.combiner.scores(severity_scores, len(segmentation.lesions)), "grader+count"
         severity = max(CLASSES, key=lambda name: severity_scores[name])
         report = Report(
             image_size=(int(rgb.shape[1]), int(rgb.shape[0])),
@@ -60,6 +66,7 @@ class Analyzer:
             segmenter=self.segmenter.name,
             lesions=segmentation.lesions,
             count_grade=count_grade(len(segmentation.lesions)),
+            severity_source=source,
             recommendations=recommendations(severity),
             quality_warnings=quality_warnings(rgb),
         )
@@ -111,9 +118,35 @@ def load_analyzer(settings: Settings | None = None, **overrides) -> Analyzer:
     if problems:
         raise WeightsMissingError("Model weights are missing or unreadable.\n" + "\n".join(
             f"- {problem}" for problem in problems))
-    analyzer = Analyzer(segmenter, grader, max_pixels=settings.max_pixels)
+    analyzer = Analyzer(segmenter, grader, max_pixels=settings.max_pixels,
+                        combiner=_load_combiner(settings.combiner, segmenter, grader))
     log.info("Loaded %r (%d threads)", analyzer, threads)
     return analyzer
+
+
+def _load_combiner(path: str | None, segmenter: LesionSegmenter, grader: SeverityGrader) -> CountCombiner | None:
+    """The fitted grader + count combination, if there is one for exactly these weights; else None (the
+    grader alone decides). An unusable file is logged, never fatal: the grader alone is a sound answer."""
+    if not path or path.strip().lower() in ("off", "none", "0", "false"):
+        return None
+    file = Path(path).expanduser()
+    if not file.is_file():
+        if file != Path(Settings.combiner):
+            log.warning("ACNE_COMBINER: %s does not exist; severity comes from the grader alone.", file)
+        return None
+    try:
+        data = json.loads(file.read_text())
+        combiner = CountCombiner.from_dict(data)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        log.warning("Severity combination %s is unreadable (%s); severity comes from the grader alone.",
+                    file, type(exc).__name__)
+        return None
+    loaded = {"grader": runtime.weights_fingerprint(grader.name),
+              "segmenter": runtime.weights_fingerprint(segmenter.name)}
+    if dict(combiner.fitted_on) != loaded:
+        log.info("Severity combination %s was fitted for other model weights: the grader alone decides.", file)
+        return None
+    return combiner
 
 
 def _ms(start: float, end: float) -> float:

@@ -61,6 +61,7 @@ class Settings:
     segmenter: str = str(WEIGHTS_DIR / "segmenter")
     grader: str = DEFAULT_GRADER
     grader_fallback: str = str(WEIGHTS_DIR / "grader")
+    combiner: str = str(WEIGHTS_DIR / "combination.json")  # grader scores + lesion count; "off" disables
     seg_size: int | None = None    # long side fed to the UNet; None: inference.json's input_size, else 640
     seg_threshold: float | None = None  # None: use the threshold stored with the weights
     torch_threads: int = 0         # inference threads (PyTorch and ONNX Runtime); 0: OMP_NUM_THREADS if set,
@@ -91,6 +92,7 @@ class Settings:
             segmenter=_env("ACNE_SEGMENTER", cls.segmenter),
             grader=_env("ACNE_GRADER", cls.grader),
             grader_fallback=_env("ACNE_GRADER_FALLBACK", cls.grader_fallback),
+            combiner=_env("ACNE_COMBINER", cls.combiner),
             seg_size=_int("ACNE_SEG_SIZE", cls.seg_size),
             seg_threshold=_float("ACNE_SEG_THRESHOLD", -1.0) if _env("ACNE_SEG_THRESHOLD") else None,
             torch_threads=_int("ACNE_TORCH_THREADS", cls.torch_threads),

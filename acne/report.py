@@ -28,12 +28,13 @@ class GraderResult:
 @dataclass
 class Report:
     image_size: tuple[int, int]      # w, h after EXIF orientation
-    severity: str                    # Clear | Mild | Moderate | Severe (from the grader)
+    severity: str                    # Clear | Mild | Moderate | Severe (see severity_source)
     severity_scores: dict[str, float]
     grader: GraderResult
     segmenter: str
     lesions: list[Lesion]
     count_grade: str                 # Hayashi band of the lesion count
+    severity_source: str = "grader"  # "grader+count": a combination fitted on train decided (see README)
     recommendations: list[str] = field(default_factory=list)
     quality_warnings: list[str] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)

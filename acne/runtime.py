@@ -186,6 +186,12 @@ def fingerprint(*parts: str | bytes | os.PathLike) -> str:
     return digest.hexdigest()[:24]
 
 
+def weights_fingerprint(name: str | os.PathLike) -> str | None:
+    """Fingerprint of a save_pretrained folder's weights file; None for Hub ids and other layouts."""
+    weights = Path(name).expanduser() / "model.safetensors"
+    return fingerprint(weights) if weights.is_file() else None
+
+
 def state_dict_fingerprint(model) -> str:
     """Content hash of a loaded torch model's weights (for models without local files, e.g. Hub ids)."""
     digest = hashlib.sha256()

@@ -278,16 +278,20 @@ def _pct(p: float) -> str:
 
 def summary_markdown(report: Report) -> str:
     band = _band_text(report.count_grade)
+    combined = report.severity_source == "grader+count"
     lines = [
         f"### {report.severity} acne (confidence {_pct(report.confidence)})",
         f"- **Grader's own level:** `level {report.grader.level}` (model: `{_short_name(report.grader.model)}`)",
         f"- **Lesions found:** {report.lesion_count} → count-based grade **{report.count_grade}** ({band})",
     ]
+    if combined:
+        lines.append("- **Severity** weighs the grader's scores and the lesion count together "
+                     "(a combination fitted on ACNE04 training photos).")
     if not report.grades_agree:
         lines.append(
-            f"\n**Note:** the two estimates disagree. The grader says **{report.severity}**, the lesion "
-            f"count suggests **{report.count_grade}**. Treat the result as uncertain: lighting, angle and "
-            "how much of the face is in the photo affect both.")
+            f"\n**Note:** the estimates disagree. The {'combined estimate' if combined else 'grader'} says "
+            f"**{report.severity}**, the lesion count alone suggests **{report.count_grade}**. Treat the result "
+            "as uncertain: lighting, angle and how much of the face is in the photo affect both.")
     return "\n".join(lines)
 
 

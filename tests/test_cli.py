@@ -48,6 +48,7 @@ def test_json_contract_field_by_field(json_run, example_photos, tiny_segmenter_d
         assert list(grader["level_scores"]) == ["level -1", "level 0", "level 1", "level 2", "level 3"]
         assert grader["level"] == int(max(grader["level_scores"], key=grader["level_scores"].get).split()[1])
         assert scores == pytest.approx(class_scores(grader["level_scores"]))
+        assert record["severity_source"] == "grader"   # no combination is fitted for the tiny models
         assert record["segmenter"] == str(tiny_segmenter_dir)
         assert record["lesion_count"] == len(record["lesions"])
         for lesion in record["lesions"]:
