@@ -393,6 +393,14 @@ def model_figures(name: str) -> str:
     return "\n\n".join(parts) or "No measured figures were shipped with these weights."
 
 
+def _combination_note(analyzer: "Analyzer") -> str:
+    if getattr(analyzer, "combiner", None) is None:
+        return ""
+    return ("\n**Severity** weighs the grader's class scores and the segmenter's lesion count together: a "
+            "small logistic regression fitted on ACNE04 training photos (`scripts/fit_combination.py`), "
+            "shipped because it beat both the grader alone and the count alone on the valid photos.\n")
+
+
 def about_markdown(analyzer: "Analyzer", assistant: "Assistant", settings: Settings) -> str:
     segmenter = getattr(analyzer.segmenter, "name", "?")
     grader = getattr(analyzer.grader, "name", "?")
@@ -410,7 +418,7 @@ def about_markdown(analyzer: "Analyzer", assistant: "Assistant", settings: Setti
 Clear / Mild / Moderate / Severe.
 
 {model_figures(grader)}
-
+{_combination_note(analyzer)}
 **Skincare chat:** {html.escape(assistant.name)}.
 
 ## Data

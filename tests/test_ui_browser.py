@@ -183,6 +183,8 @@ def test_analyze_then_chat_mentions_the_severity(app, fake_openai, browser_conte
     page.screenshot(path=str(tmp_path / "chat.png"), full_page=True)
 
     page.get_by_role("tab", name="About").click()
+    # The tab's content is rendered on first show: wait for it rather than read at once (flaky under load).
+    page.wait_for_function("document.querySelector('#about')?.innerText.includes('ACNE04')")
     about = page.locator("#about").inner_text()
     assert f"{CHAT_MODEL} at 127.0.0.1" in about and "ACNE04" in about
     assert Path(str(app.env["ACNE_SEGMENTER"])).name in about
