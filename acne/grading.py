@@ -130,11 +130,11 @@ class SeverityGrader:
             raise WeightsMissingError(f"the folder {path} does not exist")
         else:
             source, kwargs = name, {}
-            cached = _hub_cached(name, "config.json") is not None
-            if _hub_offline() and not cached:
+            cached, offline = _hub_cached(name, "config.json") is not None, _hub_offline()
+            if offline and not cached:
                 # Fails fast, before importing transformers (as it would fail after importing it).
                 raise OSError(f"{name} is not in the Hugging Face cache and the Hub is offline (HF_HUB_OFFLINE)")
-            if not _hub_offline() and not _hub_reachable():
+            if not offline and not _hub_reachable():
                 # huggingface_hub would retry for ~25 s, logging each try, before giving up.
                 if not cached:
                     raise OSError(f"{name} is not in the Hugging Face cache and the Hub cannot be reached")

@@ -4,8 +4,9 @@ exported-model cache.
 ONNX Runtime computes the same fp32 network as PyTorch, faster on small CPUs (and it is calmer when
 other processes compete for the cores). On CPUs with native bfloat16 (Intel AMX / AVX512-BF16)
 PyTorch in bfloat16 is 2-3x faster again; it rounds, so it is the default only because the accuracy
-guard holds on the shipped weights (scripts/benchmark.py --guard). Models are exported once, on first load, into a cache folder
-keyed by the weights' contents, so later starts skip the export and even the PyTorch model build.
+guard holds on the shipped weights (scripts/benchmark.py --guard). ONNX models are exported once, on
+first load, into a cache folder keyed by the weights' contents, so later starts skip the export and
+even the PyTorch model build.
 `agreement()` is the accuracy guard: it checks that a fast path gives the answers of plain fp32.
 """
 from __future__ import annotations
