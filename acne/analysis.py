@@ -5,6 +5,7 @@ import dataclasses
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,11 +37,17 @@ class Analysis:
 
 class Analyzer:
     def __init__(self, segmenter: LesionSegmenter, grader: SeverityGrader, *, max_pixels: int = 50_000_000,
-                 combiner: CountCombiner | None = None):
+                 combiner: CountCombiner | None = None, parallel_threads: int = 0, threads: int = 0):
         self.segmenter = segmenter
         self.grader = grader
         self.max_pixels = max_pixels
         self.combiner = combiner   # severity from grader scores + lesion count, when fitted for these weights
+        # parallel_threads > 0: both models run at once, each in a worker thread on that many threads.
+        # OpenMP thread counts are per thread (and new threads copy the last one set anywhere), so work
+        # run in the caller's thread, the heat map, asks for all `threads` again.
+        self._threads = threads
+        self._pool = None if parallel_threads <= 0 else ThreadPoolExecutor(
+            2, thread_name_prefix="acne-model", initializer=runtime.pin_torch_threads, initargs=(parallel_threads,))
 
     def __repr__(self) -> str:
         return f"Analyzer(segmenter={self.segmenter.name!r}, grader={self.grader.name!r})"
@@ -50,10 +57,14 @@ class Analyzer:
         t0 = time.perf_counter()
         rgb = load_image(image, max_pixels=self.max_pixels)
         t1 = time.perf_counter()
-        segmentation = self.segmenter.predict(rgb)
+        if self._pool is None:
+            segmentation, segment_ms, warnings = self._segment(rgb)
+            graded, grade_ms = _timed(self.grader.predict, rgb)
+        else:  # both read rgb, neither writes it
+            segmenting = self._pool.submit(self._segment, rgb)
+            graded, grade_ms = self._pool.submit(_timed, self.grader.predict, rgb).result()
+            segmentation, segment_ms, warnings = segmenting.result()
         t2 = time.perf_counter()
-        graded = self.grader.predict(rgb)
-        t3 = time.perf_counter()
         severity_scores, source = class_scores(graded.level_scores), "grader"
         if self.combiner is not None:
             severity_scores, source = self.combiner.scores(severity_scores, len(segmentation.lesions)), "grader+count"
@@ -68,23 +79,31 @@ class Analyzer:
             count_grade=count_grade(len(segmentation.lesions)),
             severity_source=source,
             recommendations=recommendations(severity),
-            quality_warnings=quality_warnings(rgb),
+            quality_warnings=warnings,
         )
-        t4 = time.perf_counter()
+        t3 = time.perf_counter()
         report.timings_ms = {
             "decode": _ms(t0, t1),
-            "segment": _ms(t1, t2),
+            "segment": segment_ms,
             "postprocess": round(segmentation.timings_ms.get("postprocess", 0.0), 1),  # part of segment
-            "grade": _ms(t2, t3),
-            "total": _ms(t0, t4),
+            "grade": grade_ms,       # overlaps segment when the models run in parallel
+            "models": _ms(t1, t2),   # wall time of segment + grade
+            "total": _ms(t0, t3),
         }
         return Analysis(report=report, image=rgb, mask=segmentation.mask, probability=segmentation.probability)
+
+    def _segment(self, rgb: np.ndarray):
+        # The photo-quality checks ride with the segmenter: in parallel they run while the (slower) grader does.
+        segmentation, ms = _timed(self.segmenter.predict, rgb)
+        return segmentation, ms, quality_warnings(rgb)
 
     def analyze(self, image: ImageSource) -> Report:
         return self.run(image).report
 
     def explain(self, image: ImageSource) -> np.ndarray:
         """HxW float32 heat map in 0..1 of what the grader looked at (same size as the oriented photo)."""
+        if self._pool is not None and self._threads:
+            runtime.set_torch_threads(self._threads)
         return self.grader.explain(load_image(image, max_pixels=self.max_pixels))
 
 
@@ -99,9 +118,10 @@ def load_analyzer(settings: Settings | None = None, **overrides) -> Analyzer:
     # Threads that suit the machine (a 2-CPU container must not run 16 threads), and ONNX Runtime
     # when it is installed: both compute the same fp32 numbers as plain PyTorch.
     threads = runtime.resolve_threads(settings.torch_threads)
+    backend = runtime.resolve_backend(settings.backend)
+    per_model = runtime.parallel_threads(settings.parallel, threads, backend)
     runtime.set_torch_threads(threads)
-    options = {"backend": runtime.resolve_backend(settings.backend), "cache_dir": settings.cache_dir,
-               "threads": threads}
+    options = {"backend": backend, "cache_dir": settings.cache_dir, "threads": per_model or threads}
 
     problems: list[str] = []
     segmenter = grader = None
@@ -119,8 +139,10 @@ def load_analyzer(settings: Settings | None = None, **overrides) -> Analyzer:
         raise WeightsMissingError("Model weights are missing or unreadable.\n" + "\n".join(
             f"- {problem}" for problem in problems))
     analyzer = Analyzer(segmenter, grader, max_pixels=settings.max_pixels,
-                        combiner=_load_combiner(settings.combiner, segmenter, grader))
-    log.info("Loaded %r (%d threads)", analyzer, threads)
+                        combiner=_load_combiner(settings.combiner, segmenter, grader), parallel_threads=per_model,
+                        threads=threads)
+    log.info("Loaded %r (%s)", analyzer,
+             f"in parallel, {per_model} thread(s) each" if per_model else f"{threads} threads")
     return analyzer
 
 
@@ -147,6 +169,12 @@ def _load_combiner(path: str | None, segmenter: LesionSegmenter, grader: Severit
         log.info("Severity combination %s was fitted for other model weights: the grader alone decides.", file)
         return None
     return combiner
+
+
+def _timed(fn, *args):
+    start = time.perf_counter()
+    result = fn(*args)
+    return result, _ms(start, time.perf_counter())
 
 
 def _ms(start: float, end: float) -> float:

@@ -67,7 +67,9 @@ class Settings:
     torch_threads: int = 0         # inference threads (PyTorch and ONNX Runtime); 0: OMP_NUM_THREADS if set,
                                    # else the CPUs this process may use (cgroup-aware, see acne/runtime.py)
     # Speed (acne/runtime.py)
-    backend: str = "auto"          # auto | onnx | torch; auto: ONNX Runtime when installed (same fp32 numbers)
+    backend: str = "auto"          # auto | bf16 | onnx | torch (see acne/runtime.py: resolve_backend)
+    parallel: str = "auto"         # auto | on | off: run the segmenter and the grader at once, each on half
+                                   # the threads; auto: on with 2+ threads on PyTorch backends
     cache_dir: str | None = None   # exported ONNX models; None: $XDG_CACHE_HOME or ~/.cache, /acne-detection-ai
     int8: bool = False             # int8 weights for the grader's linear layers (ONNX only); off until the
                                    # accuracy guard (scripts/benchmark.py --guard) passes on the shipped weights
@@ -97,6 +99,7 @@ class Settings:
             seg_threshold=_float("ACNE_SEG_THRESHOLD", -1.0) if _env("ACNE_SEG_THRESHOLD") else None,
             torch_threads=_int("ACNE_TORCH_THREADS", cls.torch_threads),
             backend=_env("ACNE_BACKEND", cls.backend),
+            parallel=_env("ACNE_PARALLEL", cls.parallel),
             cache_dir=_env("ACNE_CACHE_DIR", cls.cache_dir),
             int8=_bool("ACNE_INT8", cls.int8),
             openai_api_key=_env("OPENAI_API_KEY"),

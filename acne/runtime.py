@@ -108,6 +108,30 @@ def set_torch_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
+def pin_torch_threads(threads: int) -> None:
+    """For a worker thread: OpenMP's thread count (what oneDNN reads) is per calling thread, so set it
+    here even when torch's global count already says `threads`."""
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def parallel_threads(mode: str, threads: int, backend: str) -> int:
+    """Threads per model when the segmenter and the grader run at once, or 0 to run them one after the other.
+
+    Per-op threading gains little on small models: with the Hub's ViT-B/16 grader both models at once, one
+    core each, beat one after the other on two cores; with the offline DINOv2 grader it is about a tie
+    (scripts/benchmark.py, lever models_in_parallel). auto: on for PyTorch backends with 2+ threads; ONNX
+    Runtime sessions keep their own thread pools, so only on request there.
+    """
+    mode = (mode or "auto").strip().lower()
+    if mode not in ("auto", "on", "off"):
+        raise ValueError(f"ACNE_PARALLEL must be auto, on or off, got {mode!r}")
+    if mode == "off" or threads < 2 or (mode == "auto" and backend == "onnx"):
+        return 0
+    return threads // 2
+
+
 # --------------------------------------------------------------------------- backend
 
 def onnx_available() -> bool:

@@ -233,13 +233,19 @@ class LesionSegmenter:
 
 # ---------------------------------------------------------------------- post-processing
 
+BF16_DECODER_BLOCKS = 3   # of the UNet's 5 decoder blocks, the 3 coarsest run in bf16 too
+
+
 def _bf16_body(model: torch.nn.Module) -> torch.nn.Module:
-    """The UNet's encoder in bfloat16, its decoder in fp32: lesion centres are read off small peaks in
-    the decoder's output, and bf16 rounding there moved lesion counts (the accuracy guard caught it).
-    A model without an `encoder` runs wholly in bf16."""
-    body = getattr(model, "encoder", None)
-    body = body if isinstance(body, torch.nn.Module) else model
-    body.to(torch.bfloat16)
+    """The UNet's encoder and its coarse decoder blocks in bfloat16; the two finest decoder blocks and the
+    head in fp32: lesion centres are read off small peaks at full resolution, and bf16 rounding there moved
+    lesion counts (the accuracy guard caught it). A model without an `encoder` runs wholly in bf16."""
+    encoder = getattr(model, "encoder", None)
+    if not isinstance(encoder, torch.nn.Module):
+        parts = [model]
+    else:
+        blocks = getattr(getattr(model, "decoder", None), "blocks", None)
+        parts = [encoder] + (list(blocks)[:BF16_DECODER_BLOCKS] if isinstance(blocks, torch.nn.ModuleList) else [])
 
     def cast(value, dtype):
         if isinstance(value, torch.Tensor) and value.is_floating_point():
@@ -248,8 +254,12 @@ def _bf16_body(model: torch.nn.Module) -> torch.nn.Module:
             return type(value)(cast(v, dtype) for v in value)
         return value
 
-    body.register_forward_pre_hook(lambda _m, args: cast(args, torch.bfloat16))
-    body.register_forward_hook(lambda _m, _args, out: cast(out, torch.float32))
+    for part in parts:
+        part.to(torch.bfloat16)
+        part.register_forward_pre_hook(
+            lambda _m, args, kwargs: (cast(args, torch.bfloat16), {k: cast(v, torch.bfloat16) for k, v in kwargs.items()}),
+            with_kwargs=True)
+        part.register_forward_hook(lambda _m, _args, out: cast(out, torch.float32))
     return model
 
 

@@ -225,15 +225,21 @@ def test_a_warm_start_imports_neither_transformers_nor_smp(tiny_model_env, tmp_p
 
 def test_bf16_backend_runs_the_unet_encoder_and_the_grader_in_bfloat16(tiny_settings, example_photo):
     """Where bf16 is native it is the default (the guard holds on the shipped weights, see
-    scripts/benchmark.py --guard); the UNet's decoder stays fp32, where lesion centres are read."""
+    scripts/benchmark.py --guard); the UNet's finest decoder blocks stay fp32, where lesion centres are read."""
     import torch
 
     analyzer = load_analyzer(dataclasses.replace(tiny_settings, backend="bf16"))
     segmenter, grader = analyzer.segmenter, analyzer.grader
     assert (segmenter.backend, grader.backend) == ("bf16", "bf16")
     assert {p.dtype for p in segmenter.model.encoder.parameters()} == {torch.bfloat16}
-    assert {p.dtype for p in segmenter.model.decoder.parameters()} == {torch.float32}
-    assert {p.dtype for p in grader.model.parameters()} == {torch.float32}   # autocast: weights stay fp32
+    blocks = segmenter.model.decoder.blocks
+    assert {p.dtype for block in blocks[:3] for p in block.parameters()} == {torch.bfloat16}
+    assert {p.dtype for block in blocks[3:] for p in block.parameters()} == {torch.float32}
+    assert {p.dtype for p in segmenter.model.segmentation_head.parameters()} == {torch.float32}
+    # Autocast; the weights it would cast on every call (linear, conv) are stored in bf16, norms stay fp32.
+    linear = {m.weight.dtype for m in grader.model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))}
+    norms = {m.weight.dtype for m in grader.model.modules() if isinstance(m, torch.nn.LayerNorm)}
+    assert (linear, norms) == ({torch.bfloat16}, {torch.float32})
     plain = load_analyzer(dataclasses.replace(tiny_settings, backend="torch"))
     fast, reference = analyzer.run(example_photo), plain.run(example_photo)
     assert fast.probability.dtype == np.float32 and np.isfinite(fast.probability).all()
@@ -243,3 +249,49 @@ def test_bf16_backend_runs_the_unet_encoder_and_the_grader_in_bfloat16(tiny_sett
     scores, fast_scores = reference.report.grader.level_scores, fast.report.grader.level_scores
     assert max(abs(scores[k] - fast_scores[k]) for k in scores) < 0.05
     assert np.isfinite(grader.explain(load_image(example_photo))).all()   # the heat map works in bf16
+
+
+def test_bf16_weights_stored_once_give_the_logits_autocast_gives(tiny_grader_dir, example_photo):
+    """Storing the matmul weights in bf16 is a speed-up only: bit for bit what autocast over fp32 weights gives."""
+    import torch
+    from transformers import AutoModelForImageClassification
+
+    grader = SeverityGrader.load(tiny_grader_dir, backend="bf16")
+    pixels = grader._inputs(load_image(example_photo))
+    plain = AutoModelForImageClassification.from_pretrained(tiny_grader_dir, local_files_only=True).float().eval()
+    with torch.inference_mode():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            expected = plain(pixel_values=pixels).logits.float()
+        got = grader._forward(pixels).logits.float()
+        fp32 = plain(pixel_values=pixels).logits
+    assert torch.equal(got, expected)
+    assert not torch.equal(got, fp32)    # and it did run in bf16
+
+
+def test_parallel_mode_is_a_thread_split_only(tiny_settings, example_photos, monkeypatch):
+    """ACNE_PARALLEL: both models at once, each on half the threads; the same reports as one after the other."""
+    assert runtime.parallel_threads("auto", 2, "bf16") == 1 and runtime.parallel_threads("auto", 4, "torch") == 2
+    assert runtime.parallel_threads("auto", 2, "onnx") == 0 and runtime.parallel_threads("on", 2, "onnx") == 1
+    assert runtime.parallel_threads("auto", 1, "torch") == 0 and runtime.parallel_threads("off", 8, "bf16") == 0
+    with pytest.raises(ValueError, match="ACNE_PARALLEL"):
+        runtime.parallel_threads("sometimes", 2, "torch")
+    monkeypatch.setenv("ACNE_PARALLEL", "off")
+    assert Settings.from_env().parallel == "off" and Settings().parallel == "auto"
+
+    settings = dataclasses.replace(tiny_settings, backend="torch", torch_threads=2)
+    one_by_one = load_analyzer(dataclasses.replace(settings, parallel="off"))
+    at_once = load_analyzer(dataclasses.replace(settings, parallel="on"))
+    assert one_by_one._pool is None and at_once._pool is not None
+    for photo in example_photos:
+        a, b = one_by_one.run(photo), at_once.run(photo)
+        assert np.abs(a.probability - b.probability).max() < 1e-4
+        assert [lesion.box for lesion in a.report.lesions] == [lesion.box for lesion in b.report.lesions]
+        assert b.report.grader.level_scores == pytest.approx(a.report.grader.level_scores, abs=1e-5)
+        assert b.report.timings_ms["models"] <= b.report.timings_ms["total"]
+
+    def broken(_rgb):
+        raise RuntimeError("grader failed")
+
+    monkeypatch.setattr(at_once.grader, "predict", broken)   # a worker's error reaches the caller
+    with pytest.raises(RuntimeError, match="grader failed"):
+        at_once.run(example_photos[0])
