@@ -202,7 +202,9 @@ class ReferencePipeline:
         from albumentations.pytorch import ToTensorV2
         from transformers import pipeline
 
-        self.torch = torch
+        from acne import runtime
+
+        self.torch, self.threads = torch, runtime.resolve_threads(0)
         self.transform = A.Compose([A.Resize(REF_SIZE, REF_SIZE), A.Normalize(), ToTensorV2()])
         with contextlib.redirect_stdout(io.StringIO()):
             self.unet = smp.from_pretrained(str(unet_dir), encoder_weights=None).float().eval()
@@ -214,6 +216,8 @@ class ReferencePipeline:
         from PIL import Image
 
         torch = self.torch
+        # All the machine's threads, whatever our analyzers (alternated in this process) set before.
+        torch.set_num_threads(self.threads)
         t0 = time.perf_counter()
         image = Image.open(path).convert("RGB")
         rgb = np.array(image)
@@ -248,8 +252,9 @@ class OursPipeline:
         assert overlay.shape == analysis.image.shape
         t = {k: v / 1e3 for k, v in analysis.report.timings_ms.items()}
         segment = t["segment"] - t["postprocess"]
-        # post = lesion splitting + mask upsampling + report (quality checks) + overlay drawing
-        post = (t1 - t0) - t["decode"] - segment - t["grade"] + (t2 - t1)
+        # post = lesion splitting + mask upsampling + report (quality checks) + overlay drawing. With the models
+        # in parallel, segment and grade overlap: the stages then add up to more than the total.
+        post = t["postprocess"] + (t1 - t0) - t["decode"] - t["models"] + (t2 - t1)
         return {"decode": t["decode"], "segment": segment, "grade": t["grade"], "post": post, "total": t2 - t0}
 
 
@@ -445,7 +450,7 @@ def measure_levers(models: dict, photos: list[Path], reps: int, cache_dir: str) 
         "torch_inference_mode_contiguous": lambda: unet(plain, x, torch.inference_mode),
         "torch_inference_mode_channels_last": lambda: unet(contiguous, x_cl, torch.inference_mode),
         "onnxruntime": lambda: seg_onnx.runner(x.numpy()),
-        "torch_bf16_encoder": lambda: unet(seg_bf16.model, x_cl, torch.inference_mode),
+        "torch_bf16_encoder_and_coarse_decoder": lambda: unet(seg_bf16.model, x_cl, torch.inference_mode),
     }, reps)
     del plain
 
@@ -522,6 +527,19 @@ def measure_levers(models: dict, photos: list[Path], reps: int, cache_dir: str) 
                                             reps)
     del spinning
 
+    # The two models one after the other on all threads, or at once on half each (ACNE_PARALLEL): seconds per
+    # photo, median over photos of each photo's alternated median.
+    from acne.analysis import load_analyzer
+
+    out["models_in_parallel_s_per_photo"] = {}
+    for variant in ("ours-same", "ours-default"):
+        by_mode = {mode: load_analyzer(settings_for(variant, models, parallel=mode)) for mode in ("off", "on")}
+        per_photo = [ab({mode: lambda a=a, p=p: a.run(p) for mode, a in by_mode.items()}, max(3, reps // 2))
+                     for p in photos[:6]]
+        out["models_in_parallel_s_per_photo"][variant] = {
+            mode: round(statistics.median(r[mode] for r in per_photo), 4) for mode in by_mode}
+        del by_mode
+
     # Post-processing on lesion maps drawn from the valid annotations (real lesion layouts),
     # densest photos first: find_lesions' cost grows with the lesion count.
     maps = annotation_maps(seg_onnx.input_size, 8)
@@ -579,7 +597,7 @@ def guard(args) -> dict:
     base = dataclasses.replace(Settings.from_env(), segmenter=str(models["segmenter"]),
                                grader_fallback=str(models["grader_fallback"]),
                                cache_dir=args.cache_dir or Settings.from_env().cache_dir)
-    analyzers = {"fp32-torch": load_analyzer(dataclasses.replace(base, backend="torch", int8=False)),
+    analyzers = {"fp32-torch": load_analyzer(dataclasses.replace(base, backend="torch", int8=False, parallel="off")),
                  "onnx": load_analyzer(dataclasses.replace(base, backend="onnx", int8=False)),
                  "onnx-int8-grader": load_analyzer(dataclasses.replace(base, backend="onnx", int8=True)),
                  "bf16": load_analyzer(dataclasses.replace(base, backend="bf16", int8=False))}
@@ -697,6 +715,8 @@ def main(argv: list[str] | None = None) -> int:
     result["backends"] = {v: [p.analyzer.segmenter.backend, p.analyzer.grader.backend]
                           for v, p in pipelines.items() if isinstance(p, OursPipeline)}
     result["grader_used"] = {v: p.analyzer.grader.name for v, p in pipelines.items() if isinstance(p, OursPipeline)}
+    result["models_in_parallel"] = {v: p.analyzer._pool is not None for v, p in pipelines.items()
+                                    if isinstance(p, OursPipeline)}
     print(f"timing {len(timed)} photos (+{len(warm)} warm-up) ...", file=sys.stderr)
     result["timing"] = timed_runs(pipelines, warm + timed, args.warmup)
     del pipelines
