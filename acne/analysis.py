@@ -52,6 +52,11 @@ class Analyzer:
     def __repr__(self) -> str:
         return f"Analyzer(segmenter={self.segmenter.name!r}, grader={self.grader.name!r})"
 
+    @property
+    def parallel(self) -> bool:
+        """Do the segmenter and the grader run at the same time (ACNE_PARALLEL)?"""
+        return self._pool is not None
+
     def run(self, image: ImageSource) -> Analysis:
         """Analyse one photo (path, bytes, PIL image or RGB array). Raises InvalidImageError on bad input."""
         t0 = time.perf_counter()

@@ -715,7 +715,7 @@ def main(argv: list[str] | None = None) -> int:
     result["backends"] = {v: [p.analyzer.segmenter.backend, p.analyzer.grader.backend]
                           for v, p in pipelines.items() if isinstance(p, OursPipeline)}
     result["grader_used"] = {v: p.analyzer.grader.name for v, p in pipelines.items() if isinstance(p, OursPipeline)}
-    result["models_in_parallel"] = {v: p.analyzer._pool is not None for v, p in pipelines.items()
+    result["models_in_parallel"] = {v: p.analyzer.parallel for v, p in pipelines.items()
                                     if isinstance(p, OursPipeline)}
     print(f"timing {len(timed)} photos (+{len(warm)} warm-up) ...", file=sys.stderr)
     result["timing"] = timed_runs(pipelines, warm + timed, args.warmup)

@@ -281,7 +281,7 @@ def test_parallel_mode_is_a_thread_split_only(tiny_settings, example_photos, mon
     settings = dataclasses.replace(tiny_settings, backend="torch", torch_threads=2)
     one_by_one = load_analyzer(dataclasses.replace(settings, parallel="off"))
     at_once = load_analyzer(dataclasses.replace(settings, parallel="on"))
-    assert one_by_one._pool is None and at_once._pool is not None
+    assert not one_by_one.parallel and at_once.parallel
     for photo in example_photos:
         a, b = one_by_one.run(photo), at_once.run(photo)
         assert np.abs(a.probability - b.probability).max() < 1e-4
