@@ -28,7 +28,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from metrics import classification_figures  # noqa: E402
+
+from acne.severity import HAYASHI_BANDS  # noqa: E402
 
 log = logging.getLogger("train_grader")
 N_CLASSES = 4
@@ -161,7 +164,7 @@ def predict(net: CountingGrader, photos: np.ndarray, batch: int = 8) -> tuple[np
 
 def figures(y: np.ndarray, true_counts: np.ndarray, logits: np.ndarray, counts: np.ndarray) -> dict:
     fig = classification_figures(y, logits.argmax(1))
-    band = np.digitize(counts, [5.5, 20.5, 50.5])
+    band = np.digitize(counts, [upper + 0.5 for upper, _ in HAYASHI_BANDS])
     fig["count_mae"] = float(np.abs(counts - true_counts).mean())
     fig["count_band_accuracy"] = float((band == y).mean())
     return fig
@@ -214,7 +217,7 @@ def end_to_end(args, init: str) -> None:
                 "weight_decay": 0.0}]
     opt = torch.optim.AdamW(groups)
     steps = math.ceil(len(sources) / args.e2e_batch)
-    total, warmup = steps * args.e2e_epochs, min(60, steps)
+    total, warmup = max(1, steps * args.e2e_epochs), min(60, steps)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
 
