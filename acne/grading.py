@@ -149,6 +149,8 @@ class SeverityGrader:
                 return grader
         from transformers import AutoConfig, AutoImageProcessor
 
+        _register_our_models()
+
         def load_model() -> torch.nn.Module:
             from transformers import AutoModelForImageClassification
 
@@ -201,17 +203,25 @@ class SeverityGrader:
     def explain(self, rgb: np.ndarray) -> np.ndarray:
         """HxW float32 heat map in 0..1 at input resolution: where the grader looked.
 
-        Attention rollout (Abnar & Zuidema 2020) for ViT-like models; otherwise occlusion
-        sensitivity (a grey square slid over a grid; gradient-free, one batched pass).
+        A counting grader (acne.count_model) shows its lesion density map: exactly what its count, and
+        so its grade, sums. Otherwise attention rollout (Abnar & Zuidema 2020) for ViT-like models, or
+        occlusion sensitivity (a grey square slid over a grid; gradient-free, one batched pass).
         """
         pixel_values = self._inputs(rgb)
         with self._explain_lock, torch.inference_mode():
-            heat = self._attention_rollout(pixel_values)
+            heat = self._density(pixel_values)
+            if heat is None:
+                heat = self._attention_rollout(pixel_values)
             if heat is None:
                 heat = self._occlusion(pixel_values)
         heat = heat - heat.min()
         heat = heat / heat.max() if heat.max() > 0 else heat
         return self._to_input_frame(heat.astype(np.float32), rgb.shape[1], rgb.shape[0])
+
+    def _density(self, pixel_values: torch.Tensor) -> np.ndarray | None:
+        if not hasattr(self.model, "density_head"):
+            return None
+        return self._forward(pixel_values).density[0].float().numpy()
 
     def _attention_rollout(self, pixel_values: torch.Tensor) -> np.ndarray | None:
         patch = getattr(self.model.config, "patch_size", None)
@@ -289,10 +299,21 @@ class SeverityGrader:
 def _bf16_matmul_weights(model: torch.nn.Module) -> None:
     """Store the weights autocast would cast to bf16 on every call (linear and conv layers) as bf16 once.
     Autocast rounds them the same way, so the logits are bit-identical; the per-call cast of ~86M weights
-    (ViT-B) is saved. Norms, embeddings and layer scales stay fp32: autocast keeps those ops in fp32."""
-    for module in model.modules():
+    (ViT-B) is saved. Norms, embeddings and layer scales stay fp32: autocast keeps those ops in fp32,
+    and so do the modules the model keeps in fp32 (`_keep_in_fp32_modules`, e.g. our density head)."""
+    keep = tuple(getattr(model, "_keep_in_fp32_modules", None) or ())
+    for name, module in model.named_modules():
+        if any(part in keep for part in name.split(".")):
+            continue
         if isinstance(module, (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d)):
             module.to(torch.bfloat16)
+
+
+def _register_our_models() -> None:
+    # Our grader's own model_type (acne.count_model) must be known before the Auto classes read a config.
+    from .count_model import register
+
+    register()
 
 
 class _Logits(torch.nn.Module):
@@ -451,11 +472,13 @@ def _load_from_cache(cls, name: str, folder: Path | None, device: str, cache_dir
     def load_model() -> torch.nn.Module:
         from transformers import AutoModelForImageClassification
 
+        _register_our_models()
         return AutoModelForImageClassification.from_pretrained(source, dtype=torch.float32, local_files_only=True)
 
     def load_processor():
         from transformers import AutoImageProcessor
 
+        _register_our_models()
         return AutoImageProcessor.from_pretrained(source, local_files_only=True)
 
     config = SimpleNamespace(id2label=dict(enumerate(labels)), num_labels=len(labels))

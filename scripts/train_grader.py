@@ -835,9 +835,10 @@ def main(argv=None) -> None:
     ap.add_argument("--size", type=int, default=448, help="square input size (multiple of 14)")
     ap.add_argument("--train-versions", type=int, default=3, choices=(1, 2, 3),
                     help="how many of the 3 export versions of every train source to use")
-    ap.add_argument("--stage", choices=("features", "fit", "finetune", "end2end", "all"), default="all",
+    ap.add_argument("--stage", choices=("features", "fit", "finetune", "end2end", "density", "all"), default="all",
                     help="all = features + fit (frozen backbone); finetune needs fit's cv.json; "
-                         "end2end fine-tunes the upper blocks on whole photos (scripts/grader_end2end.py)")
+                         "end2end fine-tunes the upper blocks on whole photos (scripts/grader_end2end.py); "
+                         "density trains the lesion-density grader on cached tokens (scripts/grader_density.py)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--verify-images", type=int, default=16, help="valid photos for the reload check")
@@ -865,6 +866,17 @@ def main(argv=None) -> None:
     ap.add_argument("--e2e-count-weight", type=float, default=0.1)
     ap.add_argument("--e2e-ridge-photos", type=int, default=240, help="end2end: photos for the read-out's init")
     ap.add_argument("--e2e-no-save", action="store_true", help="end2end: train (or resume) only; save later")
+    ap.add_argument("--density-blocks", type=int, default=1, choices=(0, 1, 2),
+                    help="density: last DINOv2 blocks fine-tuned under the head (0 = frozen backbone)")
+    ap.add_argument("--density-epochs", type=int, default=8)
+    ap.add_argument("--density-lr", type=float, default=3e-4, help="density: lr of the head")
+    ap.add_argument("--density-block-lr", type=float, default=2e-5, help="density: lr of the blocks")
+    ap.add_argument("--density-sigma", type=float, default=1.0, help="density: Gaussian spread of targets (patches)")
+    ap.add_argument("--density-cv", type=int, default=0,
+                    help="density: grouped k-fold CV on train (figures, and the confidence slope from out-of-fold counts)")
+    ap.add_argument("--density-cv-folds", type=int, default=0,
+                    help="density: run only the first N folds of the CV (e.g. 1: one held-out fold; 0 = all)")
+    ap.add_argument("--density-no-save", action="store_true", help="density: train and report only")
     ap.add_argument("--skip-eval", action="store_true", help="do not run the saved model over valid")
     args = ap.parse_args(argv)
 
@@ -893,6 +905,10 @@ def main(argv=None) -> None:
         from grader_end2end import end_to_end
 
         end_to_end(args, init)
+    if args.stage == "density":
+        from grader_density import density_stage
+
+        density_stage(args, init, cdir)
 
 
 if __name__ == "__main__":

@@ -87,10 +87,39 @@ def tiny_grader4_dir(tmp_path_factory) -> Path:
     return _save_tiny_vit(tmp_path_factory.mktemp("models") / "grader4", LEVELS_4)
 
 
+def _save_tiny_count_grader(folder: Path, image_size: int = 56) -> Path:
+    """Tiny acne.count_model grader (DINOv2 + density head), labels 'level 0'..'level 3', square resize."""
+    from transformers import BitImageProcessor
+    import torch
+
+    from acne.count_model import CountGraderConfig, Dinov2ForLesionCountGrading
+
+    torch.manual_seed(0)
+    config = CountGraderConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2, density_channels=(8, 4),
+        count_calibration=(0.3, 1.1), count_slope=4.0,
+        image_size=image_size, patch_size=14, id2label=dict(enumerate(LEVELS_4)),
+        label2id={l: i for i, l in enumerate(LEVELS_4)},
+    )
+    model = Dinov2ForLesionCountGrading(config).eval()
+    with torch.no_grad():
+        model.density_head.out.bias.fill_(1.0)     # a few lesions per patch: every grade within reach
+    model.save_pretrained(folder)
+    BitImageProcessor(size={"height": image_size, "width": image_size}, do_center_crop=False,
+                      image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225]).save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_dinov2_grader_dir(tmp_path_factory) -> Path:
     """Tiny Dinov2ForImageClassification, labels 'level 0'..'level 3' (the shape of our own grader)."""
     return _save_tiny_dinov2(tmp_path_factory.mktemp("models") / "grader_dinov2", LEVELS_4)
+
+
+@pytest.fixture(scope="session")
+def tiny_count_grader_dir(tmp_path_factory) -> Path:
+    """Tiny Dinov2ForLesionCountGrading (the shape of our shipped grader), saved with save_pretrained."""
+    return _save_tiny_count_grader(tmp_path_factory.mktemp("models") / "grader_count")
 
 
 @pytest.fixture(scope="session")
