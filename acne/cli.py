@@ -157,12 +157,15 @@ def _human(record: dict) -> str:
         return f"{record['file']}: could not analyse: {record['error']}"
     scores = " · ".join(f"{name} {p:.0%}" for name, p in record["severity_scores"].items())
     grader = record["grader"]
+    combined = record.get("severity_source") == "grader+count"
     lines = [
         f"{record['file']}: {record['severity']} ({record['severity_scores'][record['severity']]:.0%})",
         f"  severity scores: {scores}",
-        f"  grader: {grader['model']} -> level {grader['level']}",
+        f"  grader: {grader['model']} -> level {grader['level']}"
+        + (" (the severity weighs it with the lesion count)" if combined else ""),
         f"  lesions found: {record['lesion_count']} (count-based grade: {record['count_grade']}"
-        + ("" if record["grades_agree"] else f"; differs from the grader's {record['severity']}") + ")",
+        + ("" if record["grades_agree"] else
+           f"; differs from the {'combined' if combined else 'grader'} estimate, {record['severity']}") + ")",
         f"  segmenter: {record['segmenter']}",
     ]
     lines += [f"  warning: {w}" for w in record["quality_warnings"]]

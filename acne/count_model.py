@@ -1,10 +1,10 @@
 """Our offline grader's architecture: DINOv2 + a small lesion-density head; the grade follows the count.
 
 ACNE04's Hayashi grade is a lesion count per half face (<=5, 6-20, 21-50, >50), so the model predicts a
-density map over its 32 x 32 patch grid, sums it to a count, and the count's Hayashi band is the grade
-(probabilities from the count's distance to each band, see grade_logits). It is a transformers
-model (`save_pretrained` / `from_pretrained`) of its own `model_type`; `register()` makes the Auto
-classes know it. Imported lazily: it needs transformers.
+density map over its 32 x 32 patch grid, sums it to a count, and the count's band is the grade (Hayashi's
+bands, with edges refitted to the model's counts; probabilities from the count's distance to each band,
+see grade_logits). It is a transformers model (`save_pretrained` / `from_pretrained`) of its own
+`model_type`; `register()` makes the Auto classes know it. Imported lazily: it needs transformers.
 """
 from __future__ import annotations
 
@@ -24,21 +24,19 @@ __all__ = ["CountGraderConfig", "Dinov2ForLesionCountGrading", "LesionCountOutpu
 class CountGraderConfig(Dinov2Config):
     model_type = "acne-dinov2-count-grader"
 
-    def __init__(self, density_channels=(64, 32), band_edges=None, count_slope: float = 3.0,
-                 count_calibration=(0.0, 1.0), **kwargs):
+    def __init__(self, density_channels=(64, 32), band_edges=None, count_slope: float = 3.0, **kwargs):
         super().__init__(**kwargs)
         self.density_channels = list(density_channels)
-        # Upper edges of grades 0..2 as lesion counts: a photo with more than edges[k] lesions is above grade k.
+        # Upper edges of grades 0..2 in predicted lesions: above edges[k], the grade is above k. Hayashi's by
+        # default; our training fits them on out-of-fold counts (the head under-counts dense photos).
         self.band_edges = list(band_edges) if band_edges is not None else [upper + 0.5 for upper, _ in HAYASHI_BANDS]
         self.count_slope = float(count_slope)   # confidence per unit of log-distance to a band, fitted on train
-        # log(1 + count) = a + b log(1 + density sum): undoes the head's shrinkage towards the mean (fitted on train).
-        self.count_calibration = [float(v) for v in count_calibration]
 
 
 @dataclass
 class LesionCountOutput(ImageClassifierOutput):
     density: torch.Tensor | None = None     # B x H x W lesions per patch
-    count: torch.Tensor | None = None       # B lesions (the density's sum, calibrated)
+    count: torch.Tensor | None = None       # B lesions (the density's sum)
 
 
 class DensityHead(nn.Module):
@@ -79,18 +77,13 @@ class Dinov2ForLesionCountGrading(Dinov2PreTrainedModel):
         weight = self.density_head.reduce.weight
         with torch.autocast(grid.device.type, enabled=False):
             density = self.density_head(grid.to(weight.dtype)).float()
-        count = calibrate(density.sum(dim=(1, 2)), self.config.count_calibration)
+        count = density.sum(dim=(1, 2))
         logits = grade_logits(count, self.config.band_edges, self.config.count_slope)
         loss = None
         if labels is not None:
             loss = nn.functional.cross_entropy(logits, labels)
         return LesionCountOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
                                  attentions=outputs.attentions, density=density, count=count)
-
-
-def calibrate(count: torch.Tensor, calibration) -> torch.Tensor:
-    a, b = calibration
-    return torch.exp(a + b * torch.log1p(count.clamp(min=0))) - 1.0   # not expm1: ONNX has no such op
 
 
 def grade_logits(count: torch.Tensor, band_edges, slope: float) -> torch.Tensor:

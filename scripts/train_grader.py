@@ -1,6 +1,17 @@
-"""Train the offline severity grader (weights/grader): DINOv2-S/14 + one linear layer, ACNE04 grades 0..3.
+"""Train the offline severity grader (weights/grader): DINOv2-S/14 at 448 px, ACNE04 grades 0..3.
 
-CPU recipe (2 cores, no GPU), three stages; every slow step is cached under --work and resumable:
+The shipped grader counts lesions (stage `density`, scripts/grader_density.py; the model is
+acne/count_model.py): a small density head on the frozen backbone's patch tokens, the grade from the
+count's band, band edges and confidence fitted by grouped 5-fold CV on train:
+
+    python scripts/train_grader.py --stage features --train-versions 3
+    python scripts/train_grader.py --stage density --density-blocks 0 --density-epochs 30 --density-cv 5 \
+        --train-versions 3 --out weights/grader --threads 2
+
+The earlier recipes stay for comparison (valid, same split: linear head 0.622 accuracy, density 0.693):
+`finetune` and `end2end` (fine-tuning under a linear count read-out), and the default `all`:
+DINOv2-S/14 + one linear layer, CPU recipe (2 cores, no GPU), three stages; every slow step is cached
+under --work and resumable:
  1. features  frozen backbone at 448 px (square resize of the 640 px photos; lesions are ~30 px there,
               224 px loses them). Per split, chunks of .npz: CLS token, mean patch token (fp32), the
               final patch-token grid and the input of the last block (fp16).

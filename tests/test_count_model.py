@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from acne.count_model import Dinov2ForLesionCountGrading, calibrate, grade_logits
+from acne.count_model import Dinov2ForLesionCountGrading, grade_logits
 from acne.grading import SeverityGrader
 from acne.imaging import load_image
 
@@ -47,12 +47,9 @@ def test_the_app_loads_it_and_its_grade_is_its_count(tiny_count_grader_dir, phot
         out = grader.model(pixel_values=grader._inputs(photo))
     assert out.density.shape == (1, 4, 4) and float(out.density.min()) >= 0.0
     config = grader.model.config
-    assert (config.count_calibration, config.count_slope) == ([0.3, 1.1], 4.0)    # saved and loaded
-    raw = float(out.density.sum())
-    assert float(out.count[0]) == pytest.approx(float(np.expm1(0.3 + 1.1 * np.log1p(raw))), rel=1e-4)
-    assert float(calibrate(torch.tensor([raw]), (0.0, 1.0))[0]) == pytest.approx(raw, rel=1e-5)
-    expected = torch.softmax(grade_logits(out.count, grader.model.config.band_edges,
-                                          grader.model.config.count_slope)[0], -1)
+    assert (config.band_edges, config.count_slope) == ([4.5, 18.0, 44.0], 4.0)    # saved and loaded
+    assert float(out.count[0]) == pytest.approx(float(out.density.sum()), rel=1e-5)
+    expected = torch.softmax(grade_logits(out.count, config.band_edges, config.count_slope)[0], -1)
     assert list(result.level_scores.values()) == pytest.approx(expected.tolist(), abs=1e-5)
     assert result.level == int(expected.argmax())
 
