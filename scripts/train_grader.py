@@ -881,6 +881,8 @@ def main(argv=None) -> None:
     ap.add_argument("--density-blocks", type=int, default=1, choices=(0, 1, 2),
                     help="density: last DINOv2 blocks fine-tuned under the head (0 = frozen backbone)")
     ap.add_argument("--density-epochs", type=int, default=8)
+    ap.add_argument("--density-layers", default="-1",
+                    help="density: hidden states the head reads, e.g. -1,-2 (final tokens + the last block's input)")
     ap.add_argument("--density-lr", type=float, default=3e-4, help="density: lr of the head")
     ap.add_argument("--density-block-lr", type=float, default=2e-5, help="density: lr of the blocks")
     ap.add_argument("--density-sigma", type=float, default=1.0, help="density: Gaussian spread of targets (patches)")

@@ -97,7 +97,7 @@ def _save_tiny_count_grader(folder: Path, image_size: int = 56) -> Path:
     torch.manual_seed(0)
     config = CountGraderConfig(
         hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2, density_channels=(8, 4),
-        band_edges=(4.5, 18.0, 44.0), count_slope=4.0,
+        band_edges=(4.5, 18.0, 44.0), count_slope=4.0, density_layers=(-1, -2),
         image_size=image_size, patch_size=14, id2label=dict(enumerate(LEVELS_4)),
         label2id={l: i for i, l in enumerate(LEVELS_4)},
     )

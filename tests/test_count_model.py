@@ -48,6 +48,8 @@ def test_the_app_loads_it_and_its_grade_is_its_count(tiny_count_grader_dir, phot
     assert out.density.shape == (1, 4, 4) and float(out.density.min()) >= 0.0
     config = grader.model.config
     assert (config.band_edges, config.count_slope) == ([4.5, 18.0, 44.0], 4.0)    # saved and loaded
+    # The head reads the final tokens and the layer-normed input of the last block, side by side.
+    assert config.density_layers == [-1, -2] and grader.model.density_head.reduce.in_channels == 2 * 32
     assert float(out.count[0]) == pytest.approx(float(out.density.sum()), rel=1e-5)
     expected = torch.softmax(grade_logits(out.count, config.band_edges, config.count_slope)[0], -1)
     assert list(result.level_scores.values()) == pytest.approx(expected.tolist(), abs=1e-5)
