@@ -878,16 +878,17 @@ def main(argv=None) -> None:
     ap.add_argument("--e2e-count-weight", type=float, default=0.1)
     ap.add_argument("--e2e-ridge-photos", type=int, default=240, help="end2end: photos for the read-out's init")
     ap.add_argument("--e2e-no-save", action="store_true", help="end2end: train (or resume) only; save later")
-    ap.add_argument("--density-blocks", type=int, default=1, choices=(0, 1, 2),
+    ap.add_argument("--density-blocks", type=int, default=0, choices=(0, 1, 2),
                     help="density: last DINOv2 blocks fine-tuned under the head (0 = frozen backbone)")
-    ap.add_argument("--density-epochs", type=int, default=8)
+    ap.add_argument("--density-epochs", type=int, default=30)
     ap.add_argument("--density-layers", default="-1",
                     help="density: hidden states the head reads, e.g. -1,-2 (final tokens + the last block's input)")
     ap.add_argument("--density-lr", type=float, default=3e-4, help="density: lr of the head")
     ap.add_argument("--density-block-lr", type=float, default=2e-5, help="density: lr of the blocks")
     ap.add_argument("--density-sigma", type=float, default=1.0, help="density: Gaussian spread of targets (patches)")
-    ap.add_argument("--density-cv", type=int, default=0,
-                    help="density: grouped k-fold CV on train (figures, and the confidence slope from out-of-fold counts)")
+    ap.add_argument("--density-cv", type=int, default=5,
+                    help="density: grouped k-fold CV on train: figures, and band edges and slope fitted on "
+                         "out-of-fold counts (0: no CV, fitted on in-sample counts)")
     ap.add_argument("--density-cv-folds", type=int, default=0,
                     help="density: run only the first N folds of the CV (e.g. 1: one held-out fold; 0 = all)")
     ap.add_argument("--density-no-save", action="store_true", help="density: train and report only")
