@@ -1,14 +1,16 @@
 """Train the offline severity grader (weights/grader): DINOv2-S/14 at 448 px, ACNE04 grades 0..3.
 
 The shipped grader counts lesions (stage `density`, scripts/grader_density.py; the model is
-acne/count_model.py): a small density head on the frozen backbone's patch tokens, the grade from the
-count's band, band edges and confidence fitted by grouped 5-fold CV on train:
+acne/count_model.py): a small density head on the frozen backbone's final patch tokens and the last
+block's input, the grade from the count's band, band edges and confidence fitted by grouped 5-fold CV on
+train:
 
     python scripts/train_grader.py --stage features --train-versions 3
     python scripts/train_grader.py --stage density --density-blocks 0 --density-epochs 30 --density-cv 5 \
-        --train-versions 3 --out weights/grader --threads 2
+        --density-layers=-1,-2 --train-versions 3 --out weights/grader --threads 2
 
-The earlier recipes stay for comparison (valid, same split: linear head 0.622 accuracy, density 0.693):
+The earlier recipes stay for comparison (valid, same split: linear head 0.622 accuracy, density head on the
+final tokens only 0.693, on two layers 0.795):
 `finetune` and `end2end` (fine-tuning under a linear count read-out), and the default `all`:
 DINOv2-S/14 + one linear layer, CPU recipe (2 cores, no GPU), three stages; every slow step is cached
 under --work and resumable:
