@@ -98,7 +98,7 @@ def _counts(net: DensityTrainer, tokens: np.ndarray) -> np.ndarray:
 def count_figures(pred: np.ndarray, records) -> dict:
     true = np.array([len(r.boxes) for r in records], np.float64)
     grades = np.array([r.grade for r in records])
-    band = np.digitize(pred, [5.5, 20.5, 50.5])
+    band = np.digitize(pred, CountGraderConfig().band_edges)
     return {"count_mae": float(np.abs(pred - true).mean()), "count_band_accuracy": float((band == grades).mean())}
 
 
@@ -107,7 +107,7 @@ def fit_edges(counts: np.ndarray, grades: np.ndarray) -> list[float]:
     over a grid around Hayashi's 5.5 / 20.5 / 50.5. The head under-counts dense photos (shrinkage towards
     the mean count), so the edges it needs are lower than the true counts' edges."""
     grid1, grid2, grid3 = np.arange(2.0, 10.01, 0.5), np.arange(10.0, 30.01, 1.0), np.arange(25.0, 70.01, 1.0)
-    best, best_score = [5.5, 20.5, 50.5], -1.0
+    best, best_score = CountGraderConfig().band_edges, -1.0
     for e1 in grid1:
         for e2 in grid2:
             for e3 in grid3[grid3 > e2]:
