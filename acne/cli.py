@@ -155,29 +155,42 @@ def _unique_stem(stem: str, used: dict[str, int]) -> str:
 def _human(record: dict) -> str:
     if not record["ok"]:
         return f"{record['file']}: could not analyse: {record['error']}"
+    if record["severity"] is None:
+        lines = [f"{record['file']}: not assessed (no face or skin found; no grade is given)"]
+        lines += [f"  warning: {w}" for w in record["quality_warnings"]]
+    else:
+        lines = _graded_lines(record)
+    for key in ("overlay", "mask"):
+        if key in record:
+            lines.append(f"  {key}: {record[key]}")
+    t = record["timings_ms"]
+    lines.append(f"  time: {t['total']:.0f} ms (decode {t['decode']:.0f}, region {t.get('region', 0):.0f}, "
+                 f"segment {t['segment']:.0f}, grade {t['grade']:.0f})")
+    return "\n".join(lines)
+
+
+def _graded_lines(record: dict) -> list[str]:
     scores = " · ".join(f"{name} {p:.0%}" for name, p in record["severity_scores"].items())
     grader = record["grader"]
     combined = record.get("severity_source") == "grader+count"
+    region = record.get("region") or {}
+    unreliable = record.get("assessment") == "unreliable"
     lines = [
-        f"{record['file']}: {record['severity']} ({record['severity_scores'][record['severity']]:.0%})",
+        f"{record['file']}: {record['severity']} ({record['severity_scores'][record['severity']]:.0%})"
+        + (" - UNRELIABLE, see the warning" if unreliable else ""),
         f"  severity scores: {scores}",
         f"  grader: {grader['model']} -> level {grader['level']}"
         + (" (the severity weighs it with the lesion count)" if combined else ""),
         f"  lesions found: {record['lesion_count']} (count-based grade: {record['count_grade']}"
         + ("" if record["grades_agree"] else
            f"; differs from the {'combined' if combined else 'grader'} estimate, {record['severity']}") + ")",
+        f"  analysed region: {region.get('found_by', 'whole')} {region.get('box', '')}",
         f"  segmenter: {record['segmenter']}",
     ]
     lines += [f"  warning: {w}" for w in record["quality_warnings"]]
     lines.append("  advice:")
     lines += [f"    - {r}" for r in record["recommendations"]]
-    for key in ("overlay", "mask"):
-        if key in record:
-            lines.append(f"  {key}: {record[key]}")
-    t = record["timings_ms"]
-    lines.append(f"  time: {t['total']:.0f} ms (decode {t['decode']:.0f}, segment {t['segment']:.0f}, "
-                 f"grade {t['grade']:.0f})")
-    return "\n".join(lines)
+    return lines
 
 
 if __name__ == "__main__":

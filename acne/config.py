@@ -61,6 +61,7 @@ class Settings:
     segmenter: str = str(WEIGHTS_DIR / "segmenter")
     grader: str = DEFAULT_GRADER
     grader_fallback: str = str(WEIGHTS_DIR / "grader")
+    face_detector: str = str(WEIGHTS_DIR / "face_detector")   # finds the face to analyse (acne/region.py)
     combiner: str = str(WEIGHTS_DIR / "combination.json")  # grader scores + lesion count; "off" disables
     seg_size: int | None = None    # long side fed to the UNet; None: inference.json's input_size, else 640
     seg_threshold: float | None = None  # None: use the threshold stored with the weights
@@ -94,6 +95,7 @@ class Settings:
             segmenter=_env("ACNE_SEGMENTER", cls.segmenter),
             grader=_env("ACNE_GRADER", cls.grader),
             grader_fallback=_env("ACNE_GRADER_FALLBACK", cls.grader_fallback),
+            face_detector=_env("ACNE_FACE_DETECTOR", cls.face_detector),
             combiner=_env("ACNE_COMBINER", cls.combiner),
             seg_size=_int("ACNE_SEG_SIZE", cls.seg_size),
             seg_threshold=_float("ACNE_SEG_THRESHOLD", -1.0) if _env("ACNE_SEG_THRESHOLD") else None,

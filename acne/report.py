@@ -25,15 +25,23 @@ class GraderResult:
     level_scores: dict[str, float]   # label -> probability, as the model names them
 
 
+# Report.assessment: how far the verdict can be trusted.
+GRADED = "graded"              # a face or skin at a scale the models know
+UNRELIABLE = "unreliable"      # graded, but the face is too small in the photo for lesions to be seen
+NOT_ASSESSED = "not_assessed"  # no face and no skin: no severity, no advice
+
+
 @dataclass
 class Report:
     image_size: tuple[int, int]      # w, h after EXIF orientation
-    severity: str                    # Clear | Mild | Moderate | Severe (see severity_source)
+    severity: str | None             # Clear | Mild | Moderate | Severe; None when not assessed
     severity_scores: dict[str, float]
-    grader: GraderResult
+    grader: GraderResult | None      # None when not assessed
     segmenter: str
-    lesions: list[Lesion]
-    count_grade: str                 # Hayashi band of the lesion count
+    lesions: list[Lesion]            # on skin inside the region, in photo pixels
+    count_grade: str | None          # Hayashi band of the lesion count; None when not assessed
+    region: dict | None = None       # {"box": [x0, y0, x1, y1] in photo pixels, "found_by": face|skin|whole|none}
+    assessment: str = GRADED         # graded | unreliable | not_assessed (see above)
     severity_source: str = "grader"  # "grader+count": a combination fitted on train decided (see README)
     recommendations: list[str] = field(default_factory=list)
     quality_warnings: list[str] = field(default_factory=list)
@@ -45,17 +53,22 @@ class Report:
         return len(self.lesions)
 
     @property
+    def assessed(self) -> bool:
+        """Was a severity given (possibly marked unreliable)?"""
+        return self.severity is not None
+
+    @property
     def grades_agree(self) -> bool:
         return self.severity == self.count_grade
 
     @property
     def confidence(self) -> float:
-        return self.severity_scores.get(self.severity, 0.0)
+        return self.severity_scores.get(self.severity, 0.0) if self.severity else 0.0
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["lesion_count"] = self.lesion_count
-        d["grades_agree"] = self.grades_agree
+        d["grades_agree"] = self.grades_agree if self.assessed else None
         d["image_size"] = list(self.image_size)
         for lesion in d["lesions"]:
             lesion["box"] = list(lesion["box"])

@@ -276,14 +276,27 @@ def _pct(p: float) -> str:
     return f"{p:.0%}"
 
 
+REGION_WORDS = {"face": "the face found in the photo", "skin": "the patch of skin found in the photo",
+                "whole": "the whole photo (a close-up)"}
+
+
 def summary_markdown(report: Report) -> str:
+    if not report.assessed:
+        return ("### Not assessed\nNo face or skin was found in this photo, so **no acne grade is given**. "
+                "Please add a well-lit colour photo of the face, or of the affected skin.")
     band = _band_text(report.count_grade)
     combined = report.severity_source == "grader+count"
+    region = (report.region or {}).get("found_by", "whole")
     lines = [
         f"### {report.severity} acne (confidence {_pct(report.confidence)})",
         f"- **Grader's own level:** `level {report.grader.level}` (model: `{_short_name(report.grader.model)}`)",
         f"- **Lesions found:** {report.lesion_count} → count-based grade **{report.count_grade}** ({band})",
+        f"- **Analysed:** {REGION_WORDS.get(region, region)}"
+        + (" (outlined in blue)" if region in ("face", "skin") else ""),
     ]
+    if report.assessment == "unreliable":
+        lines.insert(0, "**⚠️ Unreliable:** the face is too small in this photo for spots to be seen "
+                        "(see the warning below). Retake it closer before trusting this grade.\n")
     if combined:
         lines.append("- **Severity** weighs the grader's scores and the lesion count together "
                      "(a combination fitted on ACNE04 training photos).")
@@ -308,10 +321,14 @@ def quality_markdown(report: Report) -> str:
     if not report.quality_warnings:
         return ""
     items = "\n".join(f"- {html.escape(w)}" for w in report.quality_warnings)
+    if not report.assessed:
+        return f"**⚠️ No grade for this photo.**\n{items}"
     return f"**⚠️ Photo quality:** the result may be less reliable.\n{items}"
 
 
 def recommendations_markdown(report: Report) -> str:
+    if not report.recommendations:
+        return ""
     items = "\n".join(f"- {r}" for r in report.recommendations)
     return f"### What you can do ({report.severity})\n{items}"
 
@@ -320,6 +337,9 @@ def chat_context_markdown(report: Report | None) -> str:
     if report is None:
         return ("No photo analysed yet: the assistant answers general skincare questions. Analyse a photo in "
                 "the **Analyze** tab and it will know your result.")
+    if not report.assessed:
+        return ("Your latest photo could not be assessed (no face or skin found): the assistant answers "
+                "general skincare questions.")
     return (f"The assistant knows your latest analysis: **{report.severity}** "
             f"(confidence {_pct(report.confidence)}), {report.lesion_count} lesions found "
             f"(count-based grade {report.count_grade}).")
@@ -575,7 +595,7 @@ class WebApp:
         views = {"photo": raw, "overlay": overlay}
         return (
             self._slider(views, show_raw),
-            report.severity_scores,
+            report.severity_scores or None,
             summary_markdown(report),
             gr.update(value=quality_markdown(report), visible=bool(report.quality_warnings)),
             recommendations_markdown(report),

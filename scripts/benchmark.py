@@ -54,7 +54,7 @@ if str(ROOT) not in sys.path:
 VALID_DIR = Path(os.environ.get("ACNE04_DIR", ROOT.parent / "shared" / "data" / "acne04")) / "images" / "valid"
 WORK_DIR = ROOT / "runs" / "benchmark"
 VARIANTS = ("reference", "ours-same", "ours-default")
-STAGES = ("decode", "segment", "grade", "post", "total")
+STAGES = ("decode", "region", "segment", "grade", "post", "total")
 LEVELS_5 = ["level -1", "level 0", "level 1", "level 2", "level 3"]
 LEVELS_4 = ["level 0", "level 1", "level 2", "level 3"]
 REF_THRESHOLD = 0.3
@@ -236,7 +236,8 @@ class ReferencePipeline:
             scores = self.classifier(image)
         t4 = time.perf_counter()
         assert overlay.shape == rgb.shape and scores
-        return {"decode": t1 - t0, "segment": t2 - t1, "post": t3 - t2, "grade": t4 - t3, "total": t4 - t0}
+        return {"decode": t1 - t0, "region": 0.0, "segment": t2 - t1, "post": t3 - t2, "grade": t4 - t3,
+                "total": t4 - t0}
 
 
 class OursPipeline:
@@ -254,8 +255,9 @@ class OursPipeline:
         segment = t["segment"] - t["postprocess"]
         # post = lesion splitting + mask upsampling + report (quality checks) + overlay drawing. With the models
         # in parallel, segment and grade overlap: the stages then add up to more than the total.
-        post = t["postprocess"] + (t1 - t0) - t["decode"] - t["models"] + (t2 - t1)
-        return {"decode": t["decode"], "segment": segment, "grade": t["grade"], "post": post, "total": t2 - t0}
+        post = t["postprocess"] + (t1 - t0) - t["decode"] - t["region"] - t["models"] + (t2 - t1)
+        return {"decode": t["decode"], "region": t["region"], "segment": segment, "grade": t["grade"], "post": post,
+                "total": t2 - t0}
 
 
 def load_variant(variant: str, models: dict, **extra):
@@ -629,6 +631,29 @@ def guard(args) -> dict:
     return result
 
 
+def region_step_12mp(photos: list[Path]) -> dict:
+    """Time the region step alone on 4032 x 3024 phone-style photos (valid close-ups re-framed by
+    acne.reframe), as the analysis runs it: on the decoded photo, threads as configured."""
+    import numpy as np
+    from PIL import Image
+
+    from acne.config import Settings
+    from acne.reframe import reframe
+    from acne.region import RegionFinder
+
+    finder = RegionFinder.from_pretrained(Settings.from_env().face_detector)
+    rng = np.random.default_rng(0)
+    framed = [reframe(np.array(Image.open(p).convert("RGB")), rng=rng, frame=(4032, 3024))[0] for p in photos]
+    finder.find(framed[0])   # first call pays one-off costs
+    times, found = [], {}
+    for rgb in framed:
+        start = time.perf_counter()
+        region = finder.find(rgb)
+        times.append(time.perf_counter() - start)
+        found[region.found_by] = found.get(region.found_by, 0) + 1
+    return {**summarise(times), "found_by": found}
+
+
 # =============================================================================== main
 
 def print_table(result: dict) -> None:
@@ -642,6 +667,10 @@ def print_table(result: dict) -> None:
         print(f"ours-same / reference p50 total: {ratio:.2f} (target <= 0.5)")
     if "ours-default" in timing:
         print(f"ours-default p50 total: {timing['ours-default']['total']['p50']:.3f} s (target <= 1.0)")
+    if result.get("region_12mp"):
+        r = result["region_12mp"]
+        print(f"\nregion step (find the face or skin) on {r['n']} photos of 4032 x 3024: p50 {r['p50'] * 1e3:.1f} ms, "
+              f"p95 {r['p95'] * 1e3:.1f} ms (target <= 60 ms); found by {r['found_by']}")
     if result.get("cold"):
         print(f"\n{'fresh process':<34}{'cold start s':>13}{'peak RSS MB':>13}  backends")
         for name, c in result["cold"].items():
@@ -669,6 +698,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=2, help="photos run first and not counted")
     ap.add_argument("--throughput-n", type=int, default=50, help="photos for `python -m acne analyze` (0: skip)")
     ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of " + ",".join(VARIANTS))
+    ap.add_argument("--region-n", type=int, default=20,
+                    help="12-megapixel re-framed photos for the region step's timing (0: skip)")
     ap.add_argument("--no-cold", action="store_true", help="skip cold start / peak RSS subprocesses")
     ap.add_argument("--no-levers", action="store_true", help="skip the per-lever measurements")
     ap.add_argument("--lever-reps", type=int, default=8)
@@ -720,6 +751,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"timing {len(timed)} photos (+{len(warm)} warm-up) ...", file=sys.stderr)
     result["timing"] = timed_runs(pipelines, warm + timed, args.warmup)
     del pipelines
+    if args.region_n > 0:
+        print(f"region step on {args.region_n} 12-megapixel phone-style photos ...", file=sys.stderr)
+        result["region_12mp"] = region_step_12mp(pick_photos(args.region_n))
 
     if not args.no_cold:
         rss_photos = pick_photos(args.rss_photos)

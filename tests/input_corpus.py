@@ -22,6 +22,7 @@ class Case:
     data: bytes
     refusal: str | None = None          # phrase expected in the error message; None = analysable
     size: tuple[int, int] | None = None  # expected report image_size (w, h), after EXIF orientation
+    graded: bool = True                  # analysable and graded; False: no face or skin, "not assessed"
 
 
 def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
@@ -101,18 +102,18 @@ def corpus(example_photo: Path) -> dict[str, Case]:
         "svg_renamed.png": Case(b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="200" '
                                 b'height="200"><circle r="50"/></svg>', "SVG"),
         "pdf_renamed.jpg": Case(b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer\n%%EOF\n", "PDF"),
-        # analysable (odd formats still give a report)
-        "sixteen_bit.png": Case(encode(sixteen, "PNG"), size=(sw, sh)),
+        # analysable (odd formats still give a report; grey, black, white and skinless ones no grade)
+        "sixteen_bit.png": Case(encode(sixteen, "PNG"), size=(sw, sh), graded=False),
         "cmyk.jpg": Case(encode(small.convert("CMYK"), "JPEG"), size=(sw, sh)),
         "palette_transparent.png": Case(encode(palette, "PNG"), size=(sw, sh)),
         "animated.gif": Case(animated.getvalue(), size=(sw, sh)),
         "photo.webp": Case(encode(small, "WEBP", quality=85), size=(sw, sh)),
         "exif_orientation_6.jpg": Case(with_orientation(small, 6), size=(sh, sw)),
         "exif_orientation_8.jpg": Case(with_orientation(small, 8), size=(sh, sw)),
-        "grayscale.jpg": Case(encode(small.convert("L"), "JPEG"), size=(sw, sh)),
-        "all_black.png": Case(encode(Image.new("RGB", (320, 240)), "PNG"), size=(320, 240)),
-        "all_white.png": Case(encode(Image.new("RGB", (320, 240), (255, 255, 255)), "PNG"), size=(320, 240)),
-        "landscape.jpg": Case(encode(landscape(), "JPEG", quality=90), size=(480, 320)),
+        "grayscale.jpg": Case(encode(small.convert("L"), "JPEG"), size=(sw, sh), graded=False),
+        "all_black.png": Case(encode(Image.new("RGB", (320, 240)), "PNG"), size=(320, 240), graded=False),
+        "all_white.png": Case(encode(Image.new("RGB", (320, 240), (255, 255, 255)), "PNG"), size=(320, 240), graded=False),
+        "landscape.jpg": Case(encode(landscape(), "JPEG", quality=90), size=(480, 320), graded=False),
     }
 
 

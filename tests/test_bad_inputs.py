@@ -91,11 +91,17 @@ def test_analyzer_reports_on_every_analysable_kind(tiny_analyzer, corpus_dir, na
     width, height = CASES[name].size
     assert report["image_size"] == [width, height]
     assert analysis.mask.shape == analysis.probability.shape == (height, width)
-    assert report["severity"] in CLASSES and report["lesion_count"] == len(report["lesions"])
-    assert sum(report["severity_scores"].values()) == pytest.approx(1.0, abs=1e-4)
+    assert report["lesion_count"] == len(report["lesions"])
     warnings = " ".join(report["quality_warnings"]).lower()
-    expected_warning = {"all_black.png": "dark", "all_white.png": "overexposed", "landscape.jpg": "skin",
-                        "grayscale.jpg": "skin"}.get(name)
+    if CASES[name].graded:
+        assert report["severity"] in CLASSES and report["assessment"] in ("graded", "unreliable")
+        assert sum(report["severity_scores"].values()) == pytest.approx(1.0, abs=1e-4)
+    else:  # no face and no skin: no verdict, no advice, and a message that says why
+        assert report["severity"] is None and report["assessment"] == "not_assessed"
+        assert report["lesions"] == [] and report["recommendations"] == [] and report["severity_scores"] == {}
+        assert "no face or skin" in warnings, report["quality_warnings"]
+        assert not analysis.mask.any()
+    expected_warning = {"all_black.png": "dark", "all_white.png": "overexposed"}.get(name)
     if expected_warning:
         assert expected_warning in warnings, report["quality_warnings"]
 
@@ -138,7 +144,8 @@ def test_cli_analyses_odd_formats_and_writes_clean_pngs(cli_run, name):
     _, records, out = cli_run
     record = records[name]
     assert record["ok"] is True, record
-    assert record["image_size"] == list(CASES[name].size) and record["severity"] in CLASSES
+    assert record["image_size"] == list(CASES[name].size)
+    assert (record["severity"] in CLASSES) if CASES[name].graded else (record["severity"] is None)
     for kind in ("overlay", "mask"):
         assert record[kind] == str(out / f"{kind}s" / f"{Path(name).stem}.png")
         with Image.open(record[kind]) as image:

@@ -300,6 +300,8 @@ class OfflineAssistant:
 
     def answer(self, message: Any, history: list[dict] | None = None, report: "Report | None" = None,
                profile: "Profile | None" = None) -> str:
+        if report is not None and report.severity is None:
+            report = None   # a photo that could not be assessed says nothing about the skin
         text = content_text(message).strip()
         if not text:
             return f"{HEADER}\n\nPlease type a question about your skin."

@@ -46,8 +46,13 @@ def _report_section(report: Report | None) -> str:
     if report is None:
         return ("Latest photo analysis: none yet. If the user asks about their result, suggest analysing "
                 "a photo in the Analyze tab first.")
+    if report.severity is None:
+        return ("Latest photo analysis: the photo could not be assessed (no face or skin was found), so there "
+                "is no grade. If the user asks about their result, suggest a well-lit colour photo of the face.")
     lines = [
-        "Latest photo analysis (automated estimate, not a diagnosis):",
+        "Latest photo analysis (automated estimate, not a diagnosis"
+        + ("; UNRELIABLE: the face was too small in the photo for spots to be seen" if report.assessment == "unreliable"
+           else "") + "):",
         f"- Severity: {report.severity} (confidence {report.confidence:.0%}; grader level "
         f"{report.grader.level}).",
         f"- Lesions found by the segmenter: {report.lesion_count} (count-based grade: {report.count_grade}).",
