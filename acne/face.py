@@ -21,6 +21,10 @@ from torchvision.ops import nms
 
 from .errors import WeightsCorruptError, WeightsMissingError
 
+FIX = ("The face detector ships with the project in weights/face_detector: restore that folder (git checkout "
+       "weights/face_detector), rebuild it with `python scripts/convert_face_detector.py`, or point "
+       "ACNE_FACE_DETECTOR at a copy.")
+
 THRESHOLDS = (0.6, 0.7, 0.8)   # PNet, RNet, ONet face probabilities to keep a candidate
 PYRAMID_FACTOR = 0.709         # each pyramid level is this much smaller than the last
 
@@ -94,7 +98,7 @@ class FaceDetector:
 
         path = Path(folder).expanduser() / "model.safetensors"
         if not path.is_file():
-            raise WeightsMissingError(f"Face detector weights are missing: {path} does not exist.")
+            raise WeightsMissingError(f"Face detector weights are missing: {path} does not exist. {FIX}")
         nets = {"pnet": PNet(), "rnet": RNet(), "onet": ONet()}
         try:
             state = load_file(str(path))
@@ -103,7 +107,7 @@ class FaceDetector:
                                      if k.startswith(prefix + ".")})
         except Exception as exc:  # noqa: BLE001 - any failure to read them is one clear message
             raise WeightsCorruptError(f"Face detector weights in {path} could not be read "
-                                      f"({type(exc).__name__}); the file may be damaged.") from exc
+                                      f"({type(exc).__name__}); the file may be damaged. {FIX}") from exc
         return cls(**nets)
 
     @torch.inference_mode()

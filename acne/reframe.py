@@ -136,7 +136,7 @@ def framing_figures(analyzer, cases: list[FramingCase], *, seed: int = 0) -> dic
     kinds = [(f, b, e) for f in FRAMES for b in BACKGROUNDS for e in BORDERS]
     out = {name: {"pred": [], "tp": 0, "n_pred": 0, "n_true": 0} for name in ("closeup", "reframed")}
     found_by: dict[str, int] = {}
-    grades, same = [], 0
+    grades, same, photos = [], 0, []
     for i, case in enumerate(cases):
         frame, background, border = kinds[i % len(kinds)]
         photo, placement = reframe(case.rgb, rng=rng, frame=frame, background=background, border=border)
@@ -144,6 +144,11 @@ def framing_figures(analyzer, cases: list[FramingCase], *, seed: int = 0) -> dic
         found_by[framed.region["found_by"]] = found_by.get(framed.region["found_by"], 0) + 1
         grades.append(case.grade)
         same += closeup.severity == framed.severity
+        photos.append({"grade": case.grade, "closeup": [closeup.severity, closeup.lesion_count,
+                                                        closeup.region["found_by"]],
+                       "reframed": [framed.severity, framed.lesion_count, framed.region["found_by"]],
+                       "kind": [f"{frame[0]}x{frame[1]}", background, border], "placed": placement.box(
+                           (case.rgb.shape[1], case.rgb.shape[0])), "region": framed.region["box"]})
         for name, report, to_closeup in (("closeup", closeup, lambda x, y: (x, y)),
                                          ("reframed", framed, lambda x, y: ((x - placement.x0) / placement.scale,
                                                                             (y - placement.y0) / placement.scale))):
@@ -160,4 +165,5 @@ def framing_figures(analyzer, cases: list[FramingCase], *, seed: int = 0) -> dic
         cls["accuracy"] = float(np.mean([t == p for t, p in graded]))
         figures[name] = {"severity_accuracy": cls["accuracy"], "macro_f1": cls["macro_f1"], "mae": cls["mae"],
                          "lesion": prf(o["tp"], o["n_pred"], o["n_true"]), "not_assessed": o["pred"].count(-1)}
-    return {**figures, "same_severity": same / max(1, len(cases)), "found_by": found_by, "n": len(cases)}
+    return {**figures, "same_severity": same / max(1, len(cases)), "found_by": found_by, "n": len(cases),
+            "photos": photos}

@@ -25,7 +25,7 @@ from .face import FaceDetector
 
 DETECT_SIDE = 480            # long side of the copy on which faces and skin are found
 MIN_FACE_PX = 20             # smallest face searched for on that copy
-CLOSEUP_SIDE = 0.75          # a region this close to the photo's own size (each side): analyse it all
+CLOSEUP_SIDE = 0.60          # a region this close to the photo's own size (each side): analyse it all
 CLOSEUP_SKIN = 0.30          # no face, but skin over this fraction of the photo and across it: a close-up
 MIN_SKIN_PATCH = 0.01        # a skin patch smaller than this fraction of the photo is not a region
 FACE_MIN_SKIN = 0.25         # a face box holding less skin than this is not a face to grade
@@ -34,6 +34,7 @@ MIN_REGION_SIDE = 320        # a region narrower than this (photo pixels) shows 
 # over valid photos), and the models grade at that scale.
 FACE_MARGIN = {"left": 0.25, "right": 0.25, "top": 0.12, "bottom": 0.06}
 SKIN_MARGIN = 0.06           # around a skin patch, as a fraction of its larger side
+SKIN_REACH = 0.04            # lesions are kept this far (fraction of the photo's long side) from skin colour
 
 
 @dataclass(frozen=True)
@@ -100,25 +101,22 @@ class RegionFinder:
         if skin.mean() < MIN_SKIN_PATCH:
             return Region((0, 0, w, h), "none", None)
         # Lesions are red: their centres may fall just outside the skin-colour box, so allow a margin.
-        reach = _grow(skin, max(3, round(0.02 * max(small.shape[:2]))))
+        reach = _grow(skin, max(3, round(SKIN_REACH * max(small.shape[:2]))))
         face = _largest_face(self.detector, small, skin)
         if face is not None:
-            box = _expand(face, FACE_MARGIN, small.shape)
-            return self._region(box, "face", small.shape, scale, w, h, reach)
+            return self._region(_square(_expand(face, FACE_MARGIN)), "face", small.shape, scale, w, h, reach)
         patch = _largest_patch(skin)
         if patch is None:
             return Region((0, 0, w, h), "none", None)
         x, y, pw, ph = patch
         if skin.mean() >= CLOSEUP_SKIN and min(pw / small.shape[1], ph / small.shape[0]) >= CLOSEUP_SIDE:
             return Region((0, 0, w, h), "whole", reach)
-        side = max(pw, ph) * (1 + 2 * SKIN_MARGIN)   # square, as the close-ups the models know
-        cx, cy = x + pw / 2, y + ph / 2
-        box = _clip((cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2), small.shape)
-        return self._region(box, "skin", small.shape, scale, w, h, reach)
+        m = SKIN_MARGIN * max(pw, ph)
+        return self._region(_square((x - m, y - m, x + pw + m, y + ph + m)), "skin", small.shape, scale, w, h, reach)
 
     @staticmethod
     def _region(box, found_by: str, shape, scale: float, w: int, h: int, reach: np.ndarray) -> Region:
-        x0, y0, x1, y1 = box
+        x0, y0, x1, y1 = box = _clip(box, shape)
         if (x1 - x0) >= CLOSEUP_SIDE * shape[1] and (y1 - y0) >= CLOSEUP_SIDE * shape[0]:
             return Region((0, 0, w, h), "whole", reach)   # the face fills the photo: a close-up
         return Region(_to_photo(box, scale, w, h), found_by, reach)
@@ -177,10 +175,18 @@ def _grow(mask: np.ndarray, radius: int) -> np.ndarray:
     return cv2.dilate(cv2.morphologyEx(mask.view(np.uint8), cv2.MORPH_CLOSE, kernel), kernel) > 0
 
 
-def _expand(face: tuple[int, int, int, int], margin: dict, shape) -> tuple[float, float, float, float]:
+def _expand(face: tuple[int, int, int, int], margin: dict) -> tuple[float, float, float, float]:
     x, y, w, h = face
-    return _clip((x - margin["left"] * w, y - margin["top"] * h,
-                  x + w + margin["right"] * w, y + h + margin["bottom"] * h), shape)
+    return x - margin["left"] * w, y - margin["top"] * h, x + w + margin["right"] * w, y + h + margin["bottom"] * h
+
+
+def _square(box) -> tuple[float, float, float, float]:
+    """The square around a box's centre with the box's longer side: the models know square close-ups (the
+    grader squeezes any crop into a square)."""
+    x0, y0, x1, y1 = box
+    half = max(x1 - x0, y1 - y0) / 2
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    return cx - half, cy - half, cx + half, cy + half
 
 
 def _clip(box, shape) -> tuple[float, float, float, float]:

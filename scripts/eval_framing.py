@@ -29,10 +29,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--split", default="valid")
     parser.add_argument("--limit", type=int, default=0, help="only the first N photos (0: all)")
+    parser.add_argument("--step", type=int, default=1, help="every STEP-th photo (1: all)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="folder for framing.json")
     args = parser.parse_args()
-    records = load_split(args.split)
+    records = sorted(load_split(args.split), key=lambda r: r.path.name)[::args.step]
     if args.limit:
         records = records[:args.limit]
     analyzer = acne.load_analyzer()   # as the app and the CLI load it (environment, .env)
@@ -40,7 +41,7 @@ def main() -> None:
     cases = [FramingCase(read_rgb(r.path), r.grade, r.boxes) for r in records]
     figures = framing_figures(analyzer, cases, seed=args.seed)
     figures.update(split=args.split, seconds=round(time.perf_counter() - start, 1), analyzer=repr(analyzer))
-    print(json.dumps(figures, indent=2))
+    print(json.dumps({k: v for k, v in figures.items() if k != "photos"}, indent=2))
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         (Path(args.out) / "framing.json").write_text(json.dumps(figures, indent=2))

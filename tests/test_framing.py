@@ -109,6 +109,17 @@ def test_the_region_step_costs_the_same_for_a_12_megapixel_photo(finder):
     assert region.found_by == "face" and region.skin.shape[1] <= 480
 
 
+def test_missing_or_damaged_face_detector_weights_say_which_file_and_the_fix(tmp_path):
+    from acne.errors import WeightsCorruptError, WeightsMissingError
+
+    with pytest.raises(WeightsMissingError, match="model.safetensors does not exist.*convert_face_detector"):
+        RegionFinder.from_pretrained(tmp_path)
+    data_ = (WEIGHTS / "face_detector" / "model.safetensors").read_bytes()
+    (tmp_path / "model.safetensors").write_bytes(data_[: len(data_) // 2])
+    with pytest.raises(WeightsCorruptError, match="could not be read.*damaged"):
+        RegionFinder.from_pretrained(tmp_path)
+
+
 # --------------------------------------------------------------------------- the shipped analysis
 
 def test_the_portrait_is_not_graded_as_acne_and_has_no_lesions_on_her_clothes(shipped):

@@ -190,6 +190,39 @@ def test_analyze_then_chat_mentions_the_severity(app, fake_openai, browser_conte
     assert Path(str(app.env["ACNE_SEGMENTER"])).name in about
 
 
+def test_a_phone_photo_shows_the_analysed_region_outlined(app, browser_context, example_photo, tmp_path):
+    """A close-up re-framed as a phone photo: the page says the face was analysed and the overlay it shows
+    outlines that region (light blue) on the whole photo; a close-up gets no outline."""
+    import numpy as np
+
+    from acne.reframe import reframe
+
+    closeup = np.asarray(Image.open(example_photo).convert("RGB"))
+    photo, _ = reframe(closeup, rng=np.random.default_rng(1), frame=(1512, 2016), background="plain",
+                       border="hard")
+    path = tmp_path / "phone_photo.jpg"
+    Image.fromarray(photo).save(path, "JPEG", quality=85)
+    page = open_app(browser_context, app)
+
+    def outline_pixels() -> int:
+        sources = page.locator("#overlay img").evaluate_all("els => els.map(e => e.src)")
+        overlay = np.asarray(Image.open(io.BytesIO(page.request.get(sources[-1]).body())).convert("RGB"), int)
+        return int((np.abs(overlay - (40, 200, 255)).sum(axis=2) < 60).sum())
+
+    upload(page, path)
+    wait_for_result(page)
+    assert "outlined in blue" in page.locator("#summary").inner_text()
+    shown = outline_pixels()
+    assert shown > 1000, shown   # the region's four sides, a few pixels thick, on the 1600 px display copy
+    page.screenshot(path=str(tmp_path / "region.png"), full_page=True)
+
+    upload(page, mirrored_copy(example_photo, tmp_path, "closeup.jpg"))
+    page.wait_for_function("!document.querySelector('#summary')?.innerText.includes('outlined')")
+    wait_for_result(page)
+    assert "whole photo" in page.locator("#summary").inner_text()
+    assert outline_pixels() < shown / 10
+
+
 def test_bad_uploads_get_a_clear_message_and_the_app_keeps_serving(app, browser_context, example_photo, tmp_path):
     page = open_app(browser_context, app)
     text_file = tmp_path / "notes.jpg"
