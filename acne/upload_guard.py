@@ -5,7 +5,8 @@ Gradio's API takes a file *reference* as well as file bytes: a request body may 
 file (or downloads that URL) into its cache before any app code runs. Gradio means to allow only its
 own upload folder there (`processing_utils._check_allowed(..., check_in_upload_folder=True)`), but
 that check returns early whenever the Blocks has not been `launch()`ed, e.g. under
-`gr.mount_gradio_app` (see SECURITY.md), and http(s) URLs skip it on purpose and are fetched.
+`gr.mount_gradio_app` (see SECURITY.md), and http(s) URLs skip it on purpose and are downloaded
+(from public hosts).
 
 So the app defends itself in two places, with one answer for every refused reference:
 
@@ -38,7 +39,7 @@ REFUSED_MESSAGE = ("Only photos uploaded to this app can be analysed. Please upl
                    "(from Python: handle_file('photo.jpg')).")
 REFUSED_STATUS = 422  # what Gradio uses for a failed validation: gradio_client shows the message
 UPLOAD_ROUTE = "/gradio_api/upload"
-REMEMBERED_UPLOADS = 100_000  # at ~150 bytes a path, at most ~15 MB of memory
+REMEMBERED_UPLOADS = 100_000  # the newest uploads' paths: some tens of MB at most
 
 
 class UploadGuard:
