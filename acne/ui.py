@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import functools
 import hashlib
 import html
 import json
@@ -19,7 +20,6 @@ import logging
 import shutil
 import threading
 import time
-import types
 import uuid
 from collections import OrderedDict
 from pathlib import Path
@@ -34,6 +34,7 @@ from acne.config import PROJECT_DIR, Settings
 from acne.imaging import InvalidImageError, to_png_bytes
 from acne.report import DISCLAIMER, Report
 from acne.severity import CLASSES, HAYASHI_BANDS
+from acne.upload_guard import GUARD, REFUSED_MESSAGE, UploadGuard
 
 if TYPE_CHECKING:
     from acne.analysis import Analysis, Analyzer
@@ -65,30 +66,31 @@ class UserFacingError(Exception):
 
 # --------------------------------------------------------------------------- photo input
 
-def photo_input(**kwargs: Any) -> gr.Image:
+def photo_input(guard: UploadGuard = GUARD, **kwargs: Any) -> gr.Image:
     """A gr.Image that hands the handler the uploaded file's path without decoding it.
 
     Gradio's own preprocessing opens the file with PIL first, so a broken or hostile file would fail
     there with a bare exception; our handler decodes it with acne.imaging instead, which explains
-    every refusal in plain English. (Not a subclass: Gradio writes a .pyi stub next to the module of
-    every Component subclass when it is defined.)
+    every refusal in plain English. The path must be one this server's upload route created
+    (`guard`, see acne/upload_guard.py): Gradio may have copied any other file into its cache.
+    (Not a subclass: Gradio writes a .pyi stub next to the module of every Component subclass when
+    it is defined.)
     """
     image = gr.Image(type="filepath", image_mode=None, **kwargs)
-    image.preprocess = types.MethodType(_photo_path, image)
+    image.preprocess = functools.partial(_photo_path, guard=guard)
     return image
 
 
-def _photo_path(image: gr.Image, payload: Any) -> str | None:
+def _photo_path(payload: Any, guard: UploadGuard) -> str | None:
+    # (No data: URL branch: Gradio replaces a reference's `url` with its own file URL before this
+    # runs, so the bytes always come from `path`. The webcam uploads its capture like a file.)
     if payload is None:
         return None
-    if payload.url and payload.url.startswith("data:"):  # base64 from a webcam or an API client
-        try:
-            return gr.Image.preprocess(image, payload)
-        except Exception:  # noqa: BLE001 - undecodable data URL
-            raise gr.Error("The photo could not be read. Please try again with a JPEG or PNG file.",
-                           print_exception=False) from None
     if not payload.path:
         raise gr.Error("No photo was received. Please upload it again.", print_exception=False)
+    if not guard.was_uploaded(str(payload.path)):
+        # The same words as the server's middleware, whatever the file is or whether it exists.
+        raise gr.Error(REFUSED_MESSAGE, title="Cannot analyse this photo", print_exception=False)
     return str(payload.path)
 
 
@@ -520,6 +522,8 @@ def launch_kwargs(settings: Settings) -> dict[str, Any]:
         "max_file_size": f"{int(settings.max_upload_mb)}mb",
         "show_error": False,       # unexpected errors show a generic message, never a traceback
         "footer_links": ["api"],
+        # Refuses file references the upload route did not create, before Gradio reads them.
+        "app_kwargs": {"middleware": [GUARD.middleware()]},
     }
 
 
@@ -730,8 +734,9 @@ def build_demo(analyzer: "Analyzer", assistant: "Assistant | None" = None,
                                     "from the server when you add the next one or close the page.",
                                     elem_id="photo-hint")
                         if examples:
-                            gr.Examples(examples, inputs=[photo], label="Example photos (ACNE04)",
-                                        examples_per_page=8)
+                            example_block = gr.Examples(examples, inputs=[photo], label="Example photos (ACNE04)",
+                                                        examples_per_page=8)
+                            GUARD.trust_examples(example_block)  # the page may send their cached copies
                     with gr.Column(scale=1, min_width=300, elem_classes="panel"):
                         overlay = gr.ImageSlider(label="Photo ◀ ▶ lesion overlay", elem_id="overlay",
                                                  max_height=520, interactive=False)

@@ -2,12 +2,14 @@
 API tests. The caller passes the environment (tiny models, fake OpenAI server, temp folder)."""
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -125,4 +127,77 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
-__all__ = ["AppProcess", "DEBUG_LOGGING_COMMAND", "app_env", "files_under", "free_port", "rss_kib", "wait_until"]
+def tree_snapshot(folder: Path) -> set[str]:
+    """Every file and folder under `folder` (relative paths): what a request may have added."""
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")} if folder.exists() else set()
+
+
+# --------------------------------------------------------------------------- raw HTTP to the API
+# What any HTTP client can send, without gradio_client's help (gradio_client uploads every local
+# file it is given, so it cannot name a file on the server).
+
+def endpoint_index(base_url: str, api_name: str) -> int:
+    """The fn_index of a named endpoint, from the app's /config."""
+    import httpx
+
+    config = httpx.get(base_url.rstrip("/") + "/config", timeout=30).json()
+    return next(d["id"] for d in config["dependencies"] if d.get("api_name") == api_name)
+
+
+def api_call(base_url: str, route: str, data: list, *, fn_index: int | None = None,
+             timeout: float = 120) -> tuple[int, dict]:
+    """One call by plain HTTP: route "queue/join", "call/<api>" or "run/<api>".
+
+    Returns (HTTP status of the request that carried `data`, the outcome as JSON): for queue/join
+    the final queue message, for call/* the final server-sent event's data as {"event", "data"},
+    for run/* the response body. When the request itself is refused, the outcome is its body.
+    """
+    import httpx
+
+    base = base_url.rstrip("/") + "/gradio_api/"
+    session = uuid.uuid4().hex[:12]
+    if route == "queue/join":
+        body = {"data": data, "fn_index": fn_index, "session_hash": session, "event_data": None, "trigger_id": None}
+    else:
+        body = {"data": data}
+    response = httpx.post(base + route, json=body, timeout=timeout)
+    if response.status_code != 200 or route.startswith("run/"):
+        return response.status_code, response.json()
+    if route == "queue/join":
+        event_id = response.json()["event_id"]
+        with httpx.stream("GET", base + "queue/data", params={"session_hash": session}, timeout=timeout) as stream:
+            for line in stream.iter_lines():
+                if line.startswith("data:"):
+                    message = json.loads(line[5:])
+                    if message.get("event_id") == event_id and message.get("msg") == "process_completed":
+                        return 200, message
+        raise RuntimeError("the queue stream ended without a result")
+    event_id = response.json()["event_id"]
+    event = None
+    with httpx.stream("GET", f"{base}{route}/{event_id}", timeout=timeout) as stream:
+        for line in stream.iter_lines():
+            if line.startswith("event:"):
+                event = line[6:].strip()
+            elif line.startswith("data:") and event in ("complete", "error"):
+                return 200, {"event": event, "data": json.loads(line[5:])}
+    raise RuntimeError("the event stream ended without a result")
+
+
+def api_upload(base_url: str, path: Path) -> str:
+    """Upload a file the way every client does (POST /gradio_api/upload); returns its server path."""
+    import httpx
+
+    with open(path, "rb") as handle:
+        response = httpx.post(base_url.rstrip("/") + "/gradio_api/upload",
+                              files={"files": (path.name, handle, "application/octet-stream")}, timeout=60)
+    response.raise_for_status()
+    return response.json()[0]
+
+
+def file_reference(path: str, **extra: str) -> dict:
+    """A gradio.FileData reference, as a client writes it."""
+    return {"path": path, "meta": {"_type": "gradio.FileData"}, **extra}
+
+
+__all__ = ["AppProcess", "DEBUG_LOGGING_COMMAND", "api_call", "api_upload", "app_env", "endpoint_index",
+           "file_reference", "files_under", "free_port", "rss_kib", "tree_snapshot", "wait_until"]

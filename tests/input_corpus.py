@@ -8,6 +8,7 @@ API tests (test_bad_inputs.py, test_api_client.py).
 from __future__ import annotations
 
 import io
+import re
 import struct
 import zlib
 from dataclasses import dataclass
@@ -123,3 +124,22 @@ def huge_photo() -> bytes:
     row = np.stack([x, x[::-1], np.full_like(x, 180)], axis=-1).astype(np.uint8)
     image = Image.fromarray(np.ascontiguousarray(np.broadcast_to(row, (9000, 12000, 3))))
     return encode(image, "JPEG", quality=60)
+
+
+# What no user-facing message may contain (issue 20): a filesystem path, an errno, a traceback, an
+# exception's class name or the raw text Python and Pillow put in their exceptions.
+LEAK_PATTERNS = {
+    "a filesystem path": re.compile(r"(?<![\w.:/])/[\w.@~+-]+"),
+    "a Windows path": re.compile(r"\b[A-Za-z]:\\"),
+    "an errno": re.compile(r"errno", re.IGNORECASE),
+    "a traceback": re.compile(r"Traceback|File \"|line \d+, in |site-packages"),
+    "an exception class name": re.compile(r"\b[A-Z][A-Za-z]*(?:Error|Exception|Warning)\b|<class '"),
+    "an exception's raw text": re.compile(
+        r"No such file or directory|Permission denied|Is a directory|cannot identify image file|"
+        r"embedded null byte|not in the cache folder|gradio cache dir|Hostname .* validation", re.IGNORECASE),
+}
+
+
+def message_leaks(message: str) -> list[str]:
+    """What a user-facing message gives away, by name (empty when it is clean)."""
+    return [what for what, pattern in LEAK_PATTERNS.items() if pattern.search(message)]

@@ -1,11 +1,15 @@
 """The web API through gradio_client against the real app.py: /analyze returns the report JSON and
-the overlay; the bad-input corpus gets clear errors, never tracebacks; the chat backend being down
-does not stop the analysis; nothing of anyone's photo stays in the temp folder."""
+the overlay; the bad-input corpus gets clear errors, never tracebacks, paths or exception text; only
+files uploaded to the server can be analysed (issue 20); the chat backend being down does not stop the
+analysis; nothing of anyone's photo stays in the temp folder."""
 from __future__ import annotations
 
 import hashlib
+import http.server
 import io
 import json
+import shutil
+import threading
 import urllib.error
 import urllib.request
 import uuid
@@ -15,14 +19,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app_process import AppProcess, app_env, files_under, free_port, wait_until
-from input_corpus import corpus, huge_photo
+from app_process import (AppProcess, api_call, api_upload, app_env, endpoint_index, file_reference, files_under,
+                         free_port, tree_snapshot, wait_until)
+from input_corpus import corpus, huge_photo, message_leaks
 
 gradio_client = pytest.importorskip("gradio_client", reason="the gradio_client package is not installed")
-from gradio_client.exceptions import AppError  # noqa: E402
+from gradio_client.exceptions import AppError, ValidationError  # noqa: E402
 
 from acne.report import DISCLAIMER  # noqa: E402
 from acne.severity import CLASSES, count_grade, recommendations  # noqa: E402
+from acne.upload_guard import REFUSED_MESSAGE  # noqa: E402
 
 API_KEY = "sk-test-api-secret-0123456789"
 CACHE_TTL = 5
@@ -74,6 +80,7 @@ def assert_plain_message(message: str) -> None:
     assert message and message[0].isupper() and len(message) < 400, message
     for marker in LEAK_MARKERS:
         assert marker not in message, f"{marker!r} leaked into the user-facing message: {message}"
+    assert not message_leaks(message), f"{message_leaks(message)} in the user-facing message: {message}"
 
 
 # --------------------------------------------------------------------------- /analyze
@@ -121,12 +128,15 @@ def test_bad_input_corpus_through_the_api(client, bad_inputs, name):
         message = str(info.value.message if hasattr(info.value, "message") else info.value)
         assert case.refusal.lower() in message.lower(), message
         assert_plain_message(message)
+        assert name not in message  # nor the file's name, which can be personal
     else:
         report, overlay_path = analyze(client, folder / name)
         assert (report["severity"] in CLASSES) if case.graded else (report["severity"] is None)
         assert report["image_size"] == list(case.size)
         with Image.open(overlay_path) as overlay:
             assert list(overlay.size) == list(case.size)
+        for warning in report["quality_warnings"]:  # user-facing text too
+            assert_plain_message(warning)
         warnings = " ".join(report["quality_warnings"]).lower()
         if name == "all_black.png":
             assert "dark" in warnings
@@ -169,6 +179,112 @@ def test_files_over_the_size_limit_are_refused_by_the_server(app, client, tmp_pa
         urllib.request.urlopen(request, timeout=30)
     assert info.value.code == 413
     assert "maximum allowed size" in info.value.read().decode()
+
+
+# --------------------------------------------------------------------------- only uploads are read (issue 20)
+
+class PhotoServer:
+    """A local HTTP server with a photo on it, which counts the requests it gets: the app must never
+    fetch a URL it is given (gradio_client sends URLs as references instead of uploading them)."""
+
+    def __init__(self, data: bytes) -> None:
+        requests = self.requests = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                requests.append(self.path)
+                self.send_response(200)
+                self.send_header("Content-Type", "image/jpeg")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/face.jpg"
+
+    def __enter__(self) -> "PhotoServer":
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def unique_photo(example_photo: Path, path: Path, angle: int) -> Path:
+    """A photo no other test uploads, so its bytes can be looked for in the temp folder."""
+    buf = io.BytesIO()
+    Image.open(example_photo).convert("RGB").rotate(angle, expand=True).save(buf, "JPEG", quality=89)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(buf.getvalue())
+    return path
+
+
+def sha256_or_none(path: Path) -> str | None:
+    try:  # the app's sweeper may delete a file between listing and reading
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return None
+
+
+def test_only_files_uploaded_to_the_server_can_be_analysed(app, client, gradio_temp, example_photo, tmp_path):
+    photo = unique_photo(example_photo, tmp_path / "elsewhere" / "face.jpg", 90)  # outside the upload folder
+    beside = unique_photo(example_photo, gradio_temp.parent / f"beside-{uuid.uuid4().hex[:6]}.jpg", 90)
+    planted = unique_photo(example_photo, gradio_temp / "d41d8cd98f00" / "face.jpg", 90)  # as another user's upload
+    secrets = {hashlib.sha256(photo.read_bytes()).hexdigest(), hashlib.sha256(Path("/etc/passwd").read_bytes()).hexdigest()}
+    fn = endpoint_index(app.url, "analyze")
+    try:
+        answers, client_error, added = refuse_each(app, client, gradio_temp, fn, photo, beside, planted, tmp_path)
+        assert not [p for p in files_under(gradio_temp) if p != planted and sha256_or_none(p) in secrets]
+    finally:  # the planted files are ours, not the app's: the temp-folder test that follows checks for leftovers
+        shutil.rmtree(planted.parent, ignore_errors=True)
+        beside.unlink(missing_ok=True)
+    assert not added, f"a refused reference left something in Gradio's cache: {added}"
+
+    # One answer for all: the same status and body whether the file exists, is no image or is missing.
+    expected = {"detail": [{"__type__": "validate", "is_valid": False, "parameter_name": "photo",
+                            "message": REFUSED_MESSAGE}], "error": REFUSED_MESSAGE}
+    for (what, route), (status, body) in answers.items():
+        assert (status, body) == (422, expected), (what, route, status, body)
+    assert REFUSED_MESSAGE in client_error
+    assert_plain_message(REFUSED_MESSAGE)
+
+    # Right after, the same photo uploaded for real is analysed: by gradio_client and by plain HTTP.
+    report, overlay = analyze(client, photo)
+    with Image.open(photo) as image:
+        assert report["image_size"] == list(image.size) and Path(overlay).is_file()
+    for route in ("queue/join", "call/analyze"):
+        uploaded = api_upload(app.url, photo)
+        status, outcome = api_call(app.url, route, [file_reference(uploaded)], fn_index=fn)
+        data = outcome["output"]["data"] if route == "queue/join" else outcome["data"]
+        assert status == 200 and data[0]["image_size"] == report["image_size"], outcome
+
+
+def refuse_each(app, client, gradio_temp, fn, photo, beside, planted, tmp_path):
+    """Name the photo (and /etc/passwd, a missing file...) every way there is; returns the answers by
+    (what, route), gradio_client's error text, and what appeared in the temp folder meanwhile."""
+    with PhotoServer(photo.read_bytes()) as web:
+        references = {
+            "an image outside the upload folder": str(photo),
+            "/etc/passwd": "/etc/passwd",
+            "a missing file": str(tmp_path / "missing.jpg"),
+            "a path with .. into the upload folder's parent": f"{gradio_temp}/../{beside.name}",
+            "a file in the upload folder that was not uploaded": str(planted),
+            "an http URL to 127.0.0.1": web.url,
+        }
+        before = tree_snapshot(gradio_temp)
+        answers = {}
+        for what, path in references.items():
+            for route in ("queue/join", "call/analyze", "run/analyze"):
+                answers[what, route] = api_call(app.url, route, [file_reference(path)], fn_index=fn)
+        # gradio_client uploads any local file it is given, but sends a URL as a reference.
+        with pytest.raises(ValidationError) as info:
+            client.predict(gradio_client.handle_file(web.url), api_name="/analyze")
+        assert web.requests == [], "the server fetched the URL"
+    return answers, str(info.value), tree_snapshot(gradio_temp) - before
 
 
 # --------------------------------------------------------------------------- chat down, analysis up

@@ -15,7 +15,7 @@ from PIL import Image
 from acne.imaging import InvalidImageError, load_image
 from acne.severity import CLASSES
 from conftest import PROJECT_DIR
-from input_corpus import corpus, huge_photo
+from input_corpus import corpus, huge_photo, message_leaks
 
 EXAMPLE = PROJECT_DIR / "images" / "examples" / "acne04_valid_grade2_0.jpg"
 CASES = corpus(EXAMPLE if EXAMPLE.exists() else sorted((PROJECT_DIR / "images" / "examples").glob("*.jpg"))[0])
@@ -31,6 +31,7 @@ def assert_plain_message(message: str) -> None:
     assert len(message) < 400, message
     for marker in ("Traceback", 'File "', "site-packages", "Error:", "/tmp/"):
         assert marker not in message, f"{marker!r} in a user-facing message: {message}"
+    assert not message_leaks(message), f"{message_leaks(message)} in a user-facing message: {message}"
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,12 @@ import pytest
 
 from acne.chat import Assistant, Profile, load_assistant
 from acne.chat.offline import OfflineAssistant
-from acne.chat.openai_backend import PLACEHOLDER_KEY, OpenAIAssistant, host_of
+from acne.chat.openai_backend import PLACEHOLDER_KEY, OpenAIAssistant, describe_error, host_of
 from acne.chat.prompt import build_system_prompt, flatten_history
 from acne.config import Settings
 from acne.report import GraderResult, Lesion, Report
 from fake_openai_server import FakeOpenAIServer, reply_from_system_prompt
+from input_corpus import message_leaks
 
 API_KEY = f"sk-test-{uuid.uuid4().hex}"  # unique, so a leak anywhere is unmistakable
 REPLY = "Use a gentle cleanser twice a day and give benzoyl peroxide eight weeks to work."
@@ -232,6 +233,7 @@ def test_each_failure_gives_a_readable_message_then_the_next_call_works(assistan
     assert time.monotonic() - started < 4, "a failure must not keep the user waiting long"
     first, final = outputs[0], outputs[-1]
     assert first.startswith("⚠️") and expected in first
+    assert not message_leaks(first), first  # no path, errno or exception text
     assert "Traceback" not in final and API_KEY not in final
     # The user still gets help: the offline assistant answers below the notice.
     assert "**Offline assistant**" in final and "Benzoyl peroxide" in final
@@ -248,6 +250,14 @@ def test_a_stream_broken_midway_keeps_the_text_and_says_so(assistant, server, mo
     assert "The reply was cut off" in outputs[-1] and expected in outputs[-1]
     server.mode = "normal"
     assert run(assistant)[-1] == REPLY
+
+
+def test_an_unexpected_failure_is_described_without_its_type_or_text():
+    # Anything that is not an OpenAI error (a bug, a library change): one plain sentence.
+    err = FileNotFoundError(2, "No such file or directory", "/srv/app/secret.json")
+    message = describe_error(err, host="127.0.0.1:9", model="m", timeout=3.0)
+    assert message == "Something went wrong while talking to the chat service."
+    assert not message_leaks(message)
 
 
 def test_connection_refused_falls_back_to_the_offline_assistant():

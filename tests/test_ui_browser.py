@@ -1,5 +1,7 @@
 """The web app in a real browser: Debian's Chromium driven by Playwright, the real app.py in a
-subprocess with tiny models, and a real local OpenAI-compatible server for the chat."""
+subprocess with tiny models, and a real local OpenAI-compatible server for the chat. Also: every
+message the page shows for the bad-input corpus is plain (no path, errno or exception text), and
+the webcam and the example photos still reach the analysis through the upload guard (issue 20)."""
 from __future__ import annotations
 
 import hashlib
@@ -13,6 +15,7 @@ from PIL import Image
 
 from app_process import AppProcess, app_env, files_under, wait_until
 from fake_openai_server import FakeOpenAIServer, reply_from_system_prompt
+from input_corpus import corpus, message_leaks
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
 
@@ -21,6 +24,7 @@ pytestmark = pytest.mark.browser
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+FAKE_CAMERA_ARGS = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]  # a test pattern
 API_KEY = "sk-test-browser-key"
 CHAT_MODEL = "fake-chat-model"
 MAX_UPLOAD_MB = 2
@@ -280,3 +284,63 @@ def test_photos_and_results_leave_the_disk_with_the_session(app, playwright, gra
     assert wait_until(lambda: not files_with_digest(gradio_temp, digest(second)), timeout=30), \
         files_under(gradio_temp)
     assert wait_until(lambda: not files_under(results), timeout=30), files_under(results)
+
+
+def toasts(page) -> list[str]:
+    return page.locator("[data-testid='toast-body']").all_inner_texts()
+
+
+def test_every_message_the_page_shows_for_the_bad_input_corpus_is_plain(app, browser_context, example_photo,
+                                                                         tmp_path):
+    page = open_app(browser_context, app)
+    shown: dict[str, list[str]] = {}
+    for name, case in corpus(example_photo).items():
+        path = tmp_path / name
+        path.write_bytes(case.data)
+        page.reload()  # a fresh page per file: each message belongs to its file
+        page.locator("#photo input[type=file]").wait_for(state="attached")
+        upload(page, path)
+        if case.refusal:
+            page.locator("[data-testid='toast-body']").filter(
+                has_text=re.compile(re.escape(case.refusal), re.IGNORECASE)).first.wait_for()
+            shown[name] = toasts(page)
+        else:
+            wait_for_result(page)
+            quality = page.locator("#quality")
+            shown[name] = [page.locator("#summary").inner_text(), *toasts(page),
+                           quality.inner_text() if quality.is_visible() else ""]
+        assert "Traceback" not in page.locator("body").inner_text()
+    assert len(shown) == 21
+    for name, messages in shown.items():
+        for message in filter(None, messages):
+            assert not message_leaks(message), f"{name}: {message_leaks(message)} in {message!r}"
+            assert name not in message, f"{name}: the file's name is shown in {message!r}"
+
+
+def test_webcam_and_example_photos_are_analysed_through_the_upload_route(app, playwright, tmp_path):
+    # Chromium's fake camera (a test pattern). The page uploads the capture like a file, and clicking
+    # an example sends Gradio's cached copy of it: the upload guard must let both through.
+    context = playwright.chromium.launch_persistent_context(
+        str(tmp_path / "profile"), executable_path=str(CHROMIUM), headless=True,
+        args=CHROMIUM_ARGS + FAKE_CAMERA_ARGS, permissions=["camera"])
+    context.set_default_timeout(UI_TIMEOUT_MS)
+    try:
+        page = open_app(context, app)
+        posts: list[tuple[str, str]] = []
+        page.on("request", lambda r: posts.append((r.url, r.post_data or "")) if r.method == "POST" else None)
+        page.get_by_role("button", name="Capture from camera").click()
+        page.get_by_text("Click to Access Webcam").click()
+        page.get_by_role("button", name="capture photo").click()
+        wait_for_result(page)
+        uploads = [url for url, _ in posts if "/gradio_api/upload" in url]
+        assert uploads, "the webcam capture should go through the upload route"
+        assert not toasts(page)
+
+        page.locator("#photo button[aria-label='Remove Image']").first.click()
+        page.wait_for_function("!document.querySelector('#summary')?.innerText.includes('Lesions found')")
+        page.get_by_role("button", name="Upload file").click()
+        page.locator(".gallery-item").first.click()
+        wait_for_result(page)
+        assert not toasts(page)
+    finally:
+        context.close()

@@ -12,6 +12,7 @@ import pytest
 
 from acne.ui import (EXAMPLES_DIR, SessionFiles, WebApp, about_markdown, build_demo, launch_kwargs,
                      model_figures, summary_markdown)
+from acne.upload_guard import UploadGuardMiddleware
 
 
 class Request:  # the one attribute of gr.Request the handlers read
@@ -175,6 +176,8 @@ def test_demo_has_the_named_endpoints_and_limits(tiny_analyzer, tiny_settings, t
         assert demo._queue.default_concurrency_limit == 2
         kwargs = launch_kwargs(settings)
         assert kwargs["max_file_size"] == "7mb" and kwargs["show_error"] is False
+        # The upload guard's middleware goes onto the server Gradio builds (issue 20).
+        assert [m.cls for m in kwargs["app_kwargs"]["middleware"]] == [UploadGuardMiddleware]
         assert "data:image/jpeg;base64," in kwargs["css"]
         assert len(list(EXAMPLES_DIR.glob("*.jpg"))) >= 1
     finally:

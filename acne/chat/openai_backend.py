@@ -65,7 +65,8 @@ def describe_error(err: BaseException, *, host: str, model: str, timeout: float,
         return f"The chat service refused the request (error {err.status_code})."
     if isinstance(err, openai.OpenAIError):
         return "The chat service is not configured correctly (no API key?). Set OPENAI_API_KEY or OPENAI_BASE_URL."
-    return f"Something went wrong while talking to the chat service ({type(err).__name__})."
+    # Not the exception's class or text: the log has its type (see _log_failure), the user a sentence.
+    return "Something went wrong while talking to the chat service."
 
 
 def _log_failure(err: BaseException, *, midway: bool) -> None:
