@@ -260,3 +260,32 @@ def test_chart_rows():
     rows = history.chart_rows({"entries": [entry("2025-02-16", 18, "Mild"), entry("2025-01-05", 34)]})
     assert [(r["Date"], r["Lesions"], r["Severity"], r["Severity level"]) for r in rows] == [
         ("2025-01-05", 34, "Moderate", 2), ("2025-02-16", 18, "Mild", 1)]
+
+
+# --------------------------------------------------------------------------- the chat knows the trend
+
+def test_the_chat_prompt_carries_the_trend():
+    from acne.chat import Profile
+    from acne.chat.prompt import RULES, build_system_prompt
+
+    sentence = history.trend_sentence({"entries": [entry("2025-01-01", 34), entry("2025-02-12", 18, "Mild")]})
+    prompt = build_system_prompt(make_report(), Profile(progress=sentence))
+    assert prompt.startswith(RULES)
+    assert f"- Trend: {sentence}" in prompt and "lesions down from 34 to 18 over 6 weeks" in prompt
+    assert "saved in their own browser" in prompt
+    assert "Trend:" not in build_system_prompt(make_report(), Profile(age_range="18-24"))
+    # One bounded line, whatever reaches it.
+    long = build_system_prompt(None, Profile(progress="a\nb " + "x" * 2000))
+    line = next(l for l in long.splitlines() if l.startswith("- Trend: "))
+    assert line.startswith("- Trend: a b ") and len(line) <= len("- Trend: ") + 400
+
+
+def test_the_offline_assistant_answers_with_the_trend():
+    from acne.chat import Profile
+    from acne.chat.offline import OfflineAssistant
+
+    answer = OfflineAssistant().answer("Is my acne getting better?", [], None,
+                                       Profile(progress="lesions down from 34 to 18 over 6 weeks"))
+    assert "**Your saved progress:** lesions down from 34 to 18 over 6 weeks." in answer
+    assert "8 to 12 weeks" in answer or "8–12 weeks" in answer
+    assert "saved progress" not in OfflineAssistant().answer("Is my acne getting better?", [], None, None)
