@@ -432,9 +432,8 @@ class ProgressUI:
                                           tooltip="all", elem_id="progress-chart", min_width=280, visible=False,
                                           height=260)
             self.grade_plot = gr.LinePlot(x="Date", y="Severity level", color="Series", y_aggregate="mean",
-                                          title="Severity", x_title="Date",
-                                          y_title="0 Clear · 1 Mild · 2 Moderate · 3 Severe", y_lim=[0, 3],
-                                          tooltip="all",
+                                          title="Severity: 0 Clear · 1 Mild · 2 Moderate · 3 Severe",
+                                          x_title="Date", y_title="Severity", y_lim=[0, 3], tooltip="all",
                                           elem_id="severity-chart", min_width=280, visible=False, height=260)
         with gr.Accordion("My saved results", open=True):
             self.list_html = gr.HTML(history_list_html([]), elem_id="history-list",
@@ -494,11 +493,13 @@ class ProgressUI:
         rows = history.chart_rows(state)
         frame = _frame(rows)
         visible = len({row["Date"] for row in rows}) > 1   # a line needs two dates (one point is not drawn)
+        series = sorted({row["Series"] for row in rows})
+        legend = series if len(series) > 1 else []   # a legend only when there are two kinds of result
         sentence = found["sentence"] if found else None
         return (
             trend_markdown(state),
-            gr.update(value=frame, visible=visible),
-            gr.update(value=frame, visible=visible),
+            gr.update(value=frame, visible=visible, colors_in_legend=legend),
+            gr.update(value=frame, visible=visible, colors_in_legend=legend),
             history_list_html(entries),
             gr.update(choices=choices, value=before),
             gr.update(choices=choices, value=after),
