@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from acne import history
-from app_process import AppProcess, app_env, files_under
+from app_process import DEBUG_LOGGING_COMMAND, AppProcess, app_env, files_under
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
 
@@ -40,7 +40,8 @@ def server_folders(tmp_path_factory) -> dict[str, Path]:
 def app(tiny_model_env, server_folders, tmp_path_factory):
     env = app_env(tiny_model_env, server_folders["temp"], ACNE_CACHE_DIR=str(server_folders["cache"]),
                   ACNE_CACHE_TTL="900")
-    process = AppProcess(env, tmp_path_factory.mktemp("logs") / "app.log").start()
+    # Every logger at DEBUG, the most anyone could turn on: the history must still not reach the log.
+    process = AppProcess(env, tmp_path_factory.mktemp("logs") / "app.log", command=DEBUG_LOGGING_COMMAND).start()
     yield process
     process.stop()
 
