@@ -26,7 +26,7 @@ import gradio as gr
 from acne import history, views
 from acne.history import HistoryError
 from acne.report import DISCLAIMER
-from acne.severity import CLASSES, recommendations
+from acne.severity import recommendations
 
 if TYPE_CHECKING:
     from acne.ui import WebApp

@@ -150,3 +150,25 @@ def test_whole_face_in_the_page_then_saved(progress, temp_folder, example_photos
     assert saved["thumbnail"].startswith("data:image/jpeg;base64,") and message.startswith("✓ Saved")
     with pytest.raises(gr.Error, match="Add at least one photo"):
         progress.analyse_views_ui(None, None, None, Request("s1"), progress=no_progress)
+
+
+def test_change_delete_import_and_delete_all_handlers(progress):
+    entries = [history.validate_entry({"date": d, "severity": "Mild", "lesion_count": n})
+               for d, n in (("2025-01-01", 12), ("2025-02-01", 9))]
+    state = {"entries": entries}
+    assert progress.pick_entry(state, entries[0]["id"]) == ("2025-01-01", "")
+    state, message = progress.update_entry(state, entries[0]["id"], "2024-12-30", "start")
+    assert message == "✓ Entry changed." and history.find(state, entries[0]["id"])["date"] == "2024-12-30"
+    _, message = progress.update_entry(state, None, "2024-12-30", "")
+    assert message == "⚠️ Choose an entry first."
+    exported = history.export_text(state)
+    state, message = progress.delete_entry(state, entries[1]["id"])
+    assert len(state["entries"]) == 1 and message == "✓ Entry deleted."
+    empty, confirm, message = progress.delete_all(state)
+    assert empty == history.empty() and confirm["visible"] is False and "Deleted 1 saved result:" in message
+    restored, message = progress.import_history(exported, empty)
+    assert len(restored["entries"]) == 2 and message == "✓ Imported 2 entries."
+    _, message = progress.import_history("<html>", empty)
+    assert message.startswith("⚠️ This file is not a history file")
+    _, message = progress.import_history(None, empty)   # the file chooser was cancelled
+    assert message == "No file was chosen."
