@@ -744,7 +744,6 @@ def build_demo(analyzer: "Analyzer", assistant: "Assistant | None" = None,
                 progress.views_section()   # the "several views" mode: a whole-face summary
                 gr.Markdown(f"ℹ️ {DISCLAIMER}", elem_id="disclaimer")
 
-
             with gr.Tab("Skincare chat", id="chat"):
                 gr.Markdown(f"Answers come from: **{html.escape(assistant.name)}**", elem_id="chat-model")
                 chat_context = gr.Markdown(chat_context_markdown(None), elem_id="chat-context")
