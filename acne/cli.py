@@ -1,4 +1,5 @@
-"""Command line: `python -m acne analyze PATH... [--json] [--overlay-dir D] [--mask-dir D]`.
+"""Command line: `python -m acne analyze PATH... [--json] [--overlay-dir D] [--mask-dir D]`, and
+`python -m acne analyze --views LEFT FRONT RIGHT [--json]`: one whole-face summary of up to three views.
 
 Exit status: 0 every input analysed, 1 at least one input failed (the others are still reported),
 2 usage error or missing model weights (nothing analysed).
@@ -34,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--overlay-dir", type=Path, metavar="D", help="write <stem>.png lesion overlays here")
     analyze.add_argument("--mask-dir", type=Path, metavar="D", help="write <stem>.png lesion masks (0/255) here")
     analyze.add_argument("--boxes", action="store_true", help="draw each lesion's box on the overlays")
+    analyze.add_argument("--views", action="store_true",
+                         help="the paths are up to three photos of one face, in the order left, front, right: "
+                              "print one whole-face summary (the most affected view decides the grade)")
     analyze.add_argument("--segmenter", metavar="DIR_OR_HUB_ID", help="segmenter weights (overrides ACNE_SEGMENTER)")
     analyze.add_argument("--grader", metavar="DIR_OR_HUB_ID", help="grader model (overrides ACNE_GRADER)")
     analyze.add_argument("--seg-size", type=int, metavar="N", help="long side fed to the segmenter (ACNE_SEG_SIZE)")
@@ -58,6 +62,13 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error(f"cannot create output folder {folder}: {exc.strerror or exc}")
     if args.seg_size is not None and args.seg_size < 64:
         parser.error("--seg-size must be at least 64")
+    if args.views:
+        from .views import MAX_VIEWS
+
+        if len(args.paths) > MAX_VIEWS:
+            parser.error(f"--views takes at most {MAX_VIEWS} photos (left, front, right), got {len(args.paths)}")
+        if any(Path(p).is_dir() for p in args.paths):
+            parser.error("--views takes photo files, not folders")
 
     from .config import Settings
     from .errors import WeightsMissingError
@@ -80,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"acne: cannot start: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
+    if args.views:
+        return _analyze_views(analyzer, args)
+
     failed = 0
     used_stems: dict[str, int] = {}
     for path in _expand(args.paths):
@@ -92,6 +106,46 @@ def main(argv: list[str] | None = None) -> int:
     if not args.json:
         print(f"\n{DISCLAIMER}")
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _analyze_views(analyzer, args) -> int:
+    """`--views`: each photo analysed as usual, then one whole-face summary (JSON: one object)."""
+    from .views import VIEW_NAMES, summarize
+
+    used_stems: dict[str, int] = {}
+    records = [(name, _analyze_one(analyzer, Path(path), args, used_stems))
+               for name, path in zip(VIEW_NAMES, args.paths)]
+    summary = summarize(records)
+    if args.json:
+        print(json.dumps(summary), flush=True)
+    else:
+        print(_human_views(summary), flush=True)
+        print(f"\n{DISCLAIMER}")
+    return EXIT_FAILED if summary["failed"] or not summary["views"] else EXIT_OK
+
+
+def _human_views(summary: dict) -> str:
+    from .severity import recommendations
+    from .views import summary_sentence, view_title
+
+    lines = [summary_sentence(summary)]
+    for item in summary["views"]:
+        report = item["report"]
+        lines.append(f"  {view_title(item['view'])} ({item.get('file', '')}): {report.get('severity') or 'not assessed'}, "
+                     f"{report.get('lesion_count', 0)} lesions (count-based grade: {report.get('count_grade') or '-'})")
+        for key in ("overlay", "mask"):
+            if key in item:
+                lines.append(f"    {key}: {item[key]}")
+    for item in summary["failed"]:
+        lines.append(f"  {view_title(item['view'])} ({item.get('file', '')}): could not analyse: {item['error']}")
+    if summary["count_grade"]:
+        lines.append(f"  count-based grade (worst view; Hayashi bands are per half-face view): {summary['count_grade']}")
+    if summary["message"]:
+        lines.append(f"  note: {summary['message']}")
+    if summary["severity"]:
+        lines.append("  advice:")
+        lines += [f"    - {r}" for r in recommendations(summary["severity"])]
+    return "\n".join(lines)
 
 
 def _quiet_libraries() -> None:

@@ -671,12 +671,14 @@ class WebApp:
 
     # ---------------------------------------------------------------- chat
     def chat(self, message: Any, history: list[dict], report: Report | None, age_range: str | None,
-             skin_type: str | None, treatments: str | None, sensitivities: str | None) -> Iterator[str]:
+             skin_type: str | None, treatments: str | None, sensitivities: str | None,
+             progress: str | None = None) -> Iterator[str]:
         from acne.chat import Profile
 
         profile = Profile(age_range=age_range or None, skin_type=skin_type or None,
                           treatments=(treatments or "").strip() or None,
-                          sensitivities=(sensitivities or "").strip() or None)
+                          sensitivities=(sensitivities or "").strip() or None,
+                          progress=progress or None)  # the trend of the visitor's saved history
         if not any(vars(profile).values()):
             profile = None
         deadline = time.monotonic() + self.time_limit
@@ -715,6 +717,8 @@ def build_demo(analyzer: "Analyzer", assistant: "Assistant | None" = None,
         from acne.chat import load_assistant
 
         assistant = load_assistant(settings)
+    from acne.ui_progress import ProgressUI
+
     app = WebApp(analyzer, assistant, settings)
     ttl = max(1, int(settings.cache_ttl))
     examples = [str(p) for p in sorted(EXAMPLES_DIR.glob("*.jpg"))]
@@ -723,8 +727,9 @@ def build_demo(analyzer: "Analyzer", assistant: "Assistant | None" = None,
         gr.HTML(HEADER_HTML)
         report_state = gr.State(None)   # latest Report of this session, for the chat
         views_state = gr.State(None)    # paths of the images shown, for the raw-photo toggle
+        progress = ProgressUI(app)      # My progress (history kept in the browser) and Whole face
 
-        with gr.Tabs():
+        with gr.Tabs() as tabs:
             with gr.Tab("Analyze", id="analyze"):
                 with gr.Row(equal_height=False):
                     with gr.Column(scale=1, min_width=300, elem_classes="panel"):
@@ -760,11 +765,14 @@ def build_demo(analyzer: "Analyzer", assistant: "Assistant | None" = None,
                                        buttons=["fullscreen"])
                 with gr.Accordion("Full report (JSON)", open=False):
                     report_json = gr.JSON(label="Report", elem_id="report-json")
+                progress.save_panel(report_state, views_state)
+                progress.views_section()   # the "several views" mode: a whole-face summary
                 gr.Markdown(f"ℹ️ {DISCLAIMER}", elem_id="disclaimer")
 
             with gr.Tab("Skincare chat", id="chat"):
                 gr.Markdown(f"Answers come from: **{html.escape(assistant.name)}**", elem_id="chat-model")
                 chat_context = gr.Markdown(chat_context_markdown(None), elem_id="chat-context")
+                progress.chat_note()
                 age = gr.Dropdown([NOT_GIVEN, *AGE_RANGES], label="Age range", value="", render=False)
                 skin = gr.Dropdown([NOT_GIVEN, *SKIN_TYPES], label="Skin type", value="", render=False)
                 treatments = gr.Textbox("", label="Current treatments", placeholder="e.g. adapalene 0.1% at night",
@@ -777,7 +785,7 @@ def build_demo(analyzer: "Analyzer", assistant: "Assistant | None" = None,
                                        height=460, feedback_options=None),
                     textbox=gr.Textbox(placeholder="Ask about your result or your skincare routine…",
                                        elem_id="chat-input", submit_btn=True, max_length=2000),
-                    additional_inputs=[report_state, age, skin, treatments, sensitivities],
+                    additional_inputs=[report_state, age, skin, treatments, sensitivities, progress.trend_state],
                     additional_inputs_accordion=gr.Accordion(
                         "About you (optional; used for this chat only, never stored)", open=False, render=False),
                     api_name="chat",
@@ -787,6 +795,10 @@ def build_demo(analyzer: "Analyzer", assistant: "Assistant | None" = None,
                     fill_height=False,
                 )
                 gr.Markdown(f"ℹ️ {DISCLAIMER}")
+
+            # After the chat: on a phone-width screen the tabs that do not fit go under "⋯".
+            with gr.Tab("My progress", id="progress"):
+                progress.progress_tab()
 
             with gr.Tab("About", id="about"):
                 gr.Markdown(about_markdown(analyzer, assistant, settings), elem_id="about")
@@ -811,6 +823,8 @@ def build_demo(analyzer: "Analyzer", assistant: "Assistant | None" = None,
         api_button.click(app.analyze_api, inputs=[api_photo], outputs=[api_report, api_overlay],
                          api_name="analyze",
                          api_description="Analyse one photo: returns the report (JSON) and the lesion overlay (PNG).")
+        progress.api()   # /analyze_views: several views of one face -> the whole-face summary
+        progress.wire(demo, tabs)
 
         demo.unload(app.on_unload)
 

@@ -3,6 +3,10 @@ default; ACNE_* variables override), uploads an example photo, waits for the res
 images/screenshot.png. Needs the playwright package and Chromium (/usr/bin/chromium).
 
     python scripts/screenshot.py [--photo images/examples/acne04_valid_grade2_0.jpg] [--out images/screenshot.png]
+    python scripts/screenshot.py --progress [--out images/progress.png]   # My progress, example history
+
+--progress imports images/history_example.json (made-up example entries, no photos) in the My progress
+tab and saves its trend, charts and before/after view.
 """
 from __future__ import annotations
 
@@ -51,10 +55,13 @@ def start_app(port: int, log_path: Path) -> subprocess.Popen:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--photo", type=Path, default=PROJECT_DIR / "images/examples/acne04_valid_grade2_0.jpg")
-    parser.add_argument("--out", type=Path, default=PROJECT_DIR / "images/screenshot.png")
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--progress", action="store_true", help="the My progress tab with an example history")
+    parser.add_argument("--history", type=Path, default=PROJECT_DIR / "images/history_example.json")
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--height", type=int, default=900)
     args = parser.parse_args()
+    args.out = args.out or PROJECT_DIR / ("images/progress.png" if args.progress else "images/screenshot.png")
     for name in ("segmenter", "grader"):
         if not (PROJECT_DIR / "weights" / name).is_dir() and not os.environ.get(f"ACNE_{name.upper()}"):
             print(f"Note: weights/{name} does not exist; the app uses ACNE_* settings or the Hub id.", file=sys.stderr)
@@ -73,6 +80,10 @@ def main() -> None:
                 page = context.new_page()
                 page.goto(f"http://127.0.0.1:{port}/")
                 page.locator("#photo input[type=file]").wait_for(state="attached")  # not "networkidle"
+                if args.progress:
+                    _progress(page, args)
+                    context.close()
+                    return
                 page.locator("#photo input[type=file]").set_input_files(str(args.photo))
                 page.locator("#overlay img").first.wait_for(state="visible")
                 page.wait_for_function("document.querySelector('#summary')?.innerText.includes('Lesions found')")
@@ -86,6 +97,26 @@ def main() -> None:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+    print(f"saved {args.out}")
+
+
+def _progress(page, args) -> None:
+    page.get_by_role("tab", name="My progress").click()
+    page.locator("#progress-intro").wait_for()
+    with page.expect_file_chooser() as chooser:
+        page.locator("#history-import").click()
+    chooser.value.set_files(str(args.history))
+    page.wait_for_function("document.querySelector('#history-list')?.innerText.includes('saved results')")
+    page.locator("#progress-chart svg").first.wait_for()
+    page.get_by_text("My saved results").first.click()   # fold the list: the picture is about the trend
+    time.sleep(1.5)  # let the charts finish drawing
+    box = page.evaluate("""() => {
+        const top = document.querySelector('#progress-trend').getBoundingClientRect().top;
+        const bottom = document.querySelector('#compare').getBoundingClientRect().bottom;
+        return {top: top + window.scrollY, bottom: bottom + window.scrollY}; }""")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(args.out), full_page=True,
+                    clip={"x": 0, "y": box["top"] - 16, "width": args.width, "height": box["bottom"] - box["top"] + 32})
     print(f"saved {args.out}")
 
 

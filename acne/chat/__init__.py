@@ -18,11 +18,15 @@ if TYPE_CHECKING:
 
 @dataclass
 class Profile:
-    """Optional facts the user tells us about themselves; they shape the advice."""
+    """Optional facts the user tells us about themselves; they shape the advice.
+
+    `progress` is not typed by the user: it is the trend sentence that acne.history builds from the
+    results the user saved in their own browser (checked numbers, dates and grade names only)."""
     age_range: str | None = None
     skin_type: str | None = None
     treatments: str | None = None
     sensitivities: str | None = None
+    progress: str | None = None
 
 
 @runtime_checkable

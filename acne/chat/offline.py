@@ -266,6 +266,15 @@ def _severity_line(report: "Report | None") -> str:
     return line
 
 
+def _progress_line(profile: "Profile | None") -> str | None:
+    """The trend of the user's saved history (acne.history builds it from checked numbers only)."""
+    progress = " ".join(str(getattr(profile, "progress", None) or "").split())
+    if not progress:
+        return None
+    return (f"**Your saved progress:** {progress}. Treatments take 8–12 weeks to show; photos taken in the "
+            "same light, distance and angle compare best.")
+
+
 def _profile_text(profile: "Profile | None") -> str:
     if profile is None:
         return ""
@@ -352,6 +361,9 @@ class OfflineAssistant:
                          "acid, adapalene and other retinoids, moisturiser, sunscreen, diet, picking and scars, "
                          "pregnancy, isotretinoin, and when to see a doctor.")
         parts.append(_severity_line(report))
+        progress_line = _progress_line(profile)
+        if progress_line:
+            parts.append(progress_line)
         sources = list(dict.fromkeys(s for p in used for s in p.sources))
         if sources:
             parts.append("Sources: " + "; ".join(sources[:3]))
