@@ -143,12 +143,11 @@ def test_a_photo_with_no_person_gets_no_verdict(shipped):
 
 def test_a_face_200_pixels_wide_in_a_large_frame_is_flagged_unreliable(shipped):
     frame = np.full((3024, 4032, 3), (200, 205, 210), np.uint8)   # a pale grey wall
-    face = portrait(560)      # her face is ~ 200 px wide at this size
-    frame[1200:1760, 1700:2260] = face
+    frame[1000:2150, 1500:2650] = portrait(1150)   # her face (17% of the portrait's width) is ~200 px wide
     report = shipped.analyze(frame)
     assert report.region["found_by"] == "face"
     width = report.region["box"][2] - report.region["box"][0]
-    assert 150 < width < MIN_REGION_SIDE
+    assert 200 < width < MIN_REGION_SIDE   # the face and its margin
     assert report.assessment == "unreliable" and report.severity is not None
     assert "too small" in report.quality_warnings[0] and "closer" in report.quality_warnings[0]
 
