@@ -325,6 +325,10 @@ def test_encoder_matches_sentence_transformers():
     reference = st.SentenceTransformer(str(package_model_dir()), device="cpu").encode(texts, normalize_embeddings=True)
     assert ours.shape == (3, 384)
     assert abs(ours - reference).max() < 1e-4
+    assert load_encoder().backend == "onnx"  # one thread on ONNX Runtime; PyTorch gives the same numbers
+    from acne.chat.embeddings import SentenceEncoder
+
+    assert abs(SentenceEncoder(package_model_dir(), backend="torch").encode(texts) - ours).max() < 1e-4
 
 
 def test_without_the_embedding_model_retrieval_is_bm25(monkeypatch):

@@ -8,8 +8,10 @@ with its numbers. Used when no chat model is configured, and as the fallback whe
 reached. The question set in tests/chat_questions.py measures it (scripts/eval_chat.py)."""
 from __future__ import annotations
 
+import logging
 import math
 import re
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -24,6 +26,8 @@ from acne.severity import CLASSES
 if TYPE_CHECKING:
     from acne.chat import Profile
     from acne.report import Report
+
+log = logging.getLogger(__name__)
 
 KNOWLEDGE_DIR = Path(__file__).resolve().parent / "knowledge"
 OFFLINE_NAME = "Offline assistant"
@@ -150,6 +154,7 @@ class BM25:
 # Hybrid score = BM25_WEIGHT * BM25 / best BM25 + (1 - BM25_WEIGHT) * cosine similarity scaled to [0, 1] over
 # the passages (min-max). Chosen on the question set (tests/chat_questions.py; scripts/eval_chat.py --weight).
 BM25_WEIGHT = 0.3
+EMBEDDINGS_WAIT_S = 30.0  # a question asked while the embeddings still load waits this long, then uses BM25
 
 
 @dataclass
@@ -164,10 +169,42 @@ class KnowledgeBase:
         self.index = BM25([tokenize(f"{p.title} {p.heading} {p.heading} {p.heading} {p.keywords} {p.text}")
                            for p in self.passages])
         self.vocabulary = frozenset(t for tf in self.index.tf for t in tf)
+        self._ready = threading.Event()
         if self.encoder is not None:
-            from acne.chat.embeddings import cached_passage_vectors
+            self._attach(self.encoder)
+        self._ready.set()
 
-            self.vectors = cached_passage_vectors(self.encoder, [passage_text(p) for p in self.passages])
+    def _attach(self, encoder: Any) -> None:
+        from acne.chat.embeddings import cached_passage_vectors
+
+        vectors = cached_passage_vectors(encoder, [passage_text(p) for p in self.passages])
+        self.encoder = encoder
+        self.vectors = vectors  # last: search() uses the embeddings once this is set
+
+    def embed_in_background(self, source: str | None = None) -> "KnowledgeBase":
+        """Load the sentence encoder (see acne.chat.embeddings.load_encoder) and the passages' vectors on a
+        thread, so that the app starts without waiting; a search meanwhile waits for them (at most
+        EMBEDDINGS_WAIT_S). On failure, retrieval stays BM25 alone."""
+        self._ready.clear()
+
+        def work() -> None:
+            try:
+                from acne.chat.embeddings import load_encoder
+
+                encoder = load_encoder(source)
+                if encoder is not None:
+                    self._attach(encoder)
+            except Exception as exc:  # noqa: BLE001 - the assistant still answers with BM25
+                log.warning("The chat's embeddings could not be prepared (%s); keyword search only.",
+                            type(exc).__name__)
+            finally:
+                self._ready.set()
+
+        threading.Thread(target=work, name="chat-embeddings", daemon=True).start()
+        return self
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        return self._ready.wait(timeout)
 
     @classmethod
     def load(cls, folder: Path = KNOWLEDGE_DIR, encoder: Any = None) -> "KnowledgeBase":
@@ -178,6 +215,8 @@ class KnowledgeBase:
 
     @property
     def hybrid(self) -> bool:
+        """Whether searches use the embeddings (waits for them while they load)."""
+        self.wait_ready(EMBEDDINGS_WAIT_S)
         return self.vectors is not None
 
     def search(self, query: dict[str, float], k: int = 3, text: str | None = None) -> list[tuple[Passage, float]]:
@@ -185,6 +224,8 @@ class KnowledgeBase:
         is given, the question's meaning: scores are then BM25_WEIGHT * BM25 / best BM25 plus
         (1 - BM25_WEIGHT) * cosine similarity scaled to [0, 1] over the passages."""
         scores = np.asarray(self.index.scores(query), dtype=np.float64)
+        if text and not self._ready.is_set():
+            self.wait_ready(EMBEDDINGS_WAIT_S)
         if self.vectors is not None and text:
             best = scores.max(initial=0.0)
             lexical = scores / best if best > 0 else scores
@@ -203,11 +244,9 @@ def passage_text(p: Passage) -> str:
 
 @lru_cache(maxsize=4)
 def default_knowledge(embeddings: str | None = None) -> KnowledgeBase:
-    """The shipped notes, with the sentence encoder (`embeddings`: see acne.chat.embeddings.load_encoder;
-    "off" for BM25 alone). Loaded once per process and setting."""
-    from acne.chat.embeddings import load_encoder
-
-    return KnowledgeBase.load(encoder=load_encoder(embeddings))
+    """The shipped notes, with the sentence encoder loading in the background (`embeddings`: see
+    acne.chat.embeddings.load_encoder; "off" for BM25 alone). Loaded once per process and setting."""
+    return KnowledgeBase.load().embed_in_background(embeddings)
 
 
 # ---------------------------------------------------------------------------------------------
