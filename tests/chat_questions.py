@@ -52,6 +52,7 @@ DIET, MILK, MYTHS = ("diet_myths#Does diet cause acne", "diet_myths#Milk, whey p
 WASH, SCRUB, MAKEUP, HAIR = ("cleansing#How to wash acne-prone skin", "cleansing#Avoid scrubbing",
                              "cleansing#Make-up with acne", "cleansing#Hair products, sweat and other products")
 OLD_MAKEUP = "cleansing#Make-up, hair and other products"  # before issue 19
+OLD_RELIABLE = "about_the_analysis#How reliable the result is"  # before issue 19
 MOIST_NEED, MOIST_USE = "moisturiser#Do you need a moisturiser with acne", "moisturiser#How to use a moisturiser"
 SUN, SUN_HELP = "sunscreen#Sunscreen with acne", "sunscreen#Does the sun help acne"
 PICK, MARKS, SCARS = ("picking_scarring#Why not to pick or squeeze spots", "picking_scarring#Marks versus scars",
@@ -182,7 +183,7 @@ QUESTIONS: tuple[Question, ...] = (
     # the analysis
     q("What does my result mean?", RESULT_NUMBERS, RESULT_MEANS, category="result", report=DISAGREE),
     q("Why do the two grades disagree?", RESULT_NUMBERS, RESULT_MEANS, category="result", report=DISAGREE),
-    q("How accurate is this analysis?", RESULT_RELIABLE, category="result"),
+    q("How accurate is this analysis?", RESULT_RELIABLE, OLD_RELIABLE, category="result"),
     q("What does the confidence percentage mean?", RESULT_NUMBERS, category="result", report=MILD),
     q("How should I take the photo to get a better result?", RESULT_PHOTO, category="result"),
     q("Is my acne severe?", RESULT_MEANS, RESULT_NUMBERS, category="result", report=MODERATE),
@@ -243,7 +244,7 @@ HELD_OUT: tuple[Question, ...] = (
     q("Should I see a GP for acne?", DOC_GP, category="doctor"),
     q("What are blackheads exactly?", ACNE_TYPES, category="basics"),
     q("Why did the app find so many lesions?", RESULT_NUMBERS, RESULT_MEANS, category="result", report=MODERATE),
-    q("Can I trust the severity grade?", RESULT_RELIABLE, RESULT_MEANS, category="result", report=MILD),
+    q("Can I trust the severity grade?", RESULT_RELIABLE, RESULT_MEANS, OLD_RELIABLE, category="result", report=MILD),
     q("what strength?", BPO_USE, category="follow-up", previous="I want to try benzoyl peroxide"),
     q("is it safe?", PREG_OPTIONS, PREG_AVOID, RET_PREG, category="follow-up",
       previous="I'm breastfeeding and have spots", doctor=True),

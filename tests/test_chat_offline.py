@@ -253,7 +253,8 @@ def test_offline_assistant_says_what_it_is():
 
 
 # -- the question set (tests/chat_questions.py; figures: python scripts/eval_chat.py) ------------------
-LEGACY_PASSAGES = {"acne_basics#How long treatment takes", "cleansing#Make-up, hair and other products"}
+LEGACY_PASSAGES = {"acne_basics#How long treatment takes", "cleansing#Make-up, hair and other products",
+                   "about_the_analysis#How reliable the result is"}  # before issue 19, for the baseline figure
 
 
 def history_of(x: Question) -> list[dict]:

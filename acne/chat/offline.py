@@ -12,6 +12,7 @@ import logging
 import math
 import re
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -188,12 +189,15 @@ class KnowledgeBase:
         self._ready.clear()
 
         def work() -> None:
+            start = time.perf_counter()
             try:
                 from acne.chat.embeddings import load_encoder
 
                 encoder = load_encoder(source)
                 if encoder is not None:
                     self._attach(encoder)
+                    log.info("Chat retrieval: BM25 + sentence embeddings (%s), ready in %.1f s",
+                             encoder.backend, time.perf_counter() - start)
             except Exception as exc:  # noqa: BLE001 - the assistant still answers with BM25
                 log.warning("The chat's embeddings could not be prepared (%s); keyword search only.",
                             type(exc).__name__)
