@@ -475,13 +475,17 @@ gradio-app { background: transparent !important; }
 #chat-model, #chat-context { font-size: 0.92rem; }
 #chat-model p, #chat-context p { margin: 0; }
 #chatbot .placeholder-content { padding: 0 18px; opacity: 0.85; }
+/* Narrow side margins on a phone: 6 px at 360 px wide, Gradio's 32 px from 640 px. (Not in the @media
+   block below: Gradio scopes the rules there to .contain, and the page's padding is outside it.) */
+.gradio-container .main.app { padding-left: clamp(6px, calc(100vw - 608px), 32px) !important;
+  padding-right: clamp(6px, calc(100vw - 608px), 32px) !important; }
 @media (max-width: 640px) {
   #app-header { padding: 12px 14px; margin-bottom: 2px; border-radius: 14px; }
   #app-header h1 { font-size: 1.3rem; }
   #app-header p { font-size: 0.88rem; margin-top: 4px; }
   #app-header .badge { margin-top: 6px; font-size: 0.75rem; }
-  .gradio-container { padding: 6px !important; }
-  .gradio-container .main, .gradio-container .contain { padding: 0 !important; }
+  /* All three tabs fit on a 360 px screen (Gradio hides the ones that do not behind a "..." menu). */
+  .tab-wrapper button[role="tab"], .tab-wrapper .tab-container button { padding: 6px 9px !important; font-size: 0.95rem; }
   #photo { height: 260px !important; }
   #chatbot { height: min(460px, 52vh) !important; }
 }

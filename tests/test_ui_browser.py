@@ -333,3 +333,17 @@ def test_the_result_and_the_chat_fit_the_screen(app, fake_openai, playwright, ex
         page.screenshot(path=str(tmp_path / f"chat-{width}.png"))
     finally:
         context.close()
+
+
+def test_a_small_phone_sees_every_tab_and_nothing_wider(app, playwright, tmp_path):
+    context = playwright.chromium.launch_persistent_context(
+        str(tmp_path / "profile"), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
+        viewport={"width": 360, "height": 740}, is_mobile=True, has_touch=True)
+    context.set_default_timeout(UI_TIMEOUT_MS)
+    try:
+        page = open_app(context, app)
+        for name in ("Analyze", "Skincare chat", "About"):  # not hidden behind Gradio's "more tabs" menu
+            page.get_by_role("tab", name=name).wait_for(state="visible")
+        assert page.evaluate(PAGE_WIDTH_JS) <= 360
+    finally:
+        context.close()
