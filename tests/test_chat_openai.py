@@ -236,7 +236,7 @@ def test_each_failure_gives_a_readable_message_then_the_next_call_works(assistan
     assert not message_leaks(first), first  # no path, errno or exception text
     assert "Traceback" not in final and API_KEY not in final
     # The user still gets help: the offline assistant answers below the notice.
-    assert "**Offline assistant**" in final and "Benzoyl peroxide" in final
+    assert "the offline assistant's answer" in final and "Benzoyl peroxide" in final
     server.mode = "normal"
     assert run(assistant)[-1] == REPLY
 
@@ -264,7 +264,7 @@ def test_connection_refused_falls_back_to_the_offline_assistant():
     a = load_assistant(settings_for(None, openai_base_url=f"http://127.0.0.1:{free_port()}/v1"))
     final = run(a, "Does chocolate cause acne?")[-1]
     assert final.startswith("⚠️ Could not reach the chat service at 127.0.0.1")
-    assert "**Offline assistant**" in final and "Chocolate" in final
+    assert "the offline assistant's answer" in final and "Chocolate" in final
 
 
 def test_retries_follow_settings(server):

@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from acne.chat import Profile, load_assistant
-from acne.chat.offline import HEADER, OfflineAssistant
+from acne.chat.offline import OfflineAssistant
 from acne.chat.openai_backend import OpenAIAssistant
 from acne.chat.prompt import RULES, build_system_prompt
 from acne.config import Settings
@@ -129,7 +129,6 @@ def test_system_prompt_states_the_safety_rules():
 @pytest.mark.parametrize("attack", ATTACKS)
 def test_offline_assistant_stays_on_topic(attack):
     answer = OfflineAssistant().answer(attack, [], make_report(), PROFILE)
-    assert answer.startswith(HEADER)
     assert RULES[:60] not in answer and "system prompt" not in answer.lower()
     assert "sk-" not in answer and "Paris" not in answer and "arr" not in answer.lower().split()
     # Either a polite refusal pointing back to skin care, or skin-care advice (with the red flag for

