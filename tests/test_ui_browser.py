@@ -20,7 +20,8 @@ pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+                 "--no-proxy-server"]  # the app is on 127.0.0.1: never through a proxy from the environment
 API_KEY = "sk-test-browser-key"
 CHAT_MODEL = "fake-chat-model"
 MAX_UPLOAD_MB = 2
