@@ -648,8 +648,14 @@ class WebApp:
     # ---------------------------------------------------------------- chat
     def chat(self, message: Any, history: list[dict], report: Report | None, age_range: str | None,
              skin_type: str | None, treatments: str | None, sensitivities: str | None) -> Iterator[str]:
-        from acne.chat import Profile
+        from acne.chat import Profile, input_too_long
 
+        fields = {"age_range": age_range, "skin_type": skin_type, "treatments": treatments,
+                  "sensitivities": sensitivities}
+        refusal = input_too_long(message, fields, max_message_chars=self.settings.chat_max_chars,
+                                 max_field_chars=self.settings.profile_max_chars)
+        if refusal:  # before anything reads the text: a huge message costs nothing
+            raise gr.Error(html.escape(refusal), title="Message too long", print_exception=False)
         profile = Profile(age_range=age_range or None, skin_type=skin_type or None,
                           treatments=(treatments or "").strip() or None,
                           sensitivities=(sensitivities or "").strip() or None)
@@ -743,15 +749,16 @@ def build_demo(analyzer: "Analyzer", assistant: "Assistant | None" = None,
                 age = gr.Dropdown([NOT_GIVEN, *AGE_RANGES], label="Age range", value="", render=False)
                 skin = gr.Dropdown([NOT_GIVEN, *SKIN_TYPES], label="Skin type", value="", render=False)
                 treatments = gr.Textbox("", label="Current treatments", placeholder="e.g. adapalene 0.1% at night",
-                                        max_length=200, render=False)
+                                        max_length=settings.profile_max_chars, render=False)
                 sensitivities = gr.Textbox("", label="Sensitivities or allergies", placeholder="e.g. fragrance",
-                                           max_length=200, render=False)
+                                           max_length=settings.profile_max_chars, render=False)
                 gr.ChatInterface(
                     app.chat,
                     chatbot=gr.Chatbot(label=f"Skincare assistant · {assistant.name}", elem_id="chatbot",
                                        height=460, feedback_options=None),
                     textbox=gr.Textbox(placeholder="Ask about your result or your skincare routine…",
-                                       elem_id="chat-input", submit_btn=True, max_length=2000),
+                                       elem_id="chat-input", submit_btn=True,
+                                       max_length=settings.chat_max_chars),
                     additional_inputs=[report_state, age, skin, treatments, sensitivities],
                     additional_inputs_accordion=gr.Accordion(
                         "About you (optional; used for this chat only, never stored)", open=False, render=False),

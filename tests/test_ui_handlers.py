@@ -166,11 +166,17 @@ def test_summary_notes_when_the_two_grades_disagree(tiny_analyzer, example_photo
 
 
 def test_demo_has_the_named_endpoints_and_limits(tiny_analyzer, tiny_settings, temp_folder):
-    settings = dataclasses.replace(tiny_settings, max_upload_mb=7, concurrency=2, cache_ttl=600)
+    settings = dataclasses.replace(tiny_settings, max_upload_mb=7, concurrency=2, cache_ttl=600, chat_max_chars=1234,
+                                   profile_max_chars=56)
     demo = build_demo(tiny_analyzer, SlowAssistant(), settings)
     try:
         names = {fn.api_name for fn in demo.fns.values() if fn.api_visibility == "public"}
         assert {"analyze", "chat"} <= names
+        # The page's text boxes stop where the server's caps are (the server refuses the rest).
+        boxes = {block.label or block.elem_id: block.max_length for block in demo.blocks.values()
+                 if isinstance(block, gr.Textbox)}
+        assert boxes["chat-input"] == 1234
+        assert boxes["Current treatments"] == boxes["Sensitivities or allergies"] == 56
         assert demo.delete_cache == (300, 600)
         assert demo._queue.default_concurrency_limit == 2
         kwargs = launch_kwargs(settings)
@@ -179,3 +185,32 @@ def test_demo_has_the_named_endpoints_and_limits(tiny_analyzer, tiny_settings, t
         assert len(list(EXAMPLES_DIR.glob("*.jpg"))) >= 1
     finally:
         demo.acne_app.files.stop()
+
+
+class RecordingAssistant:
+    name = "recording test assistant"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def stream(self, message, history, report=None, profile=None):
+        self.calls.append((message, profile))
+        yield "An answer."
+
+
+@pytest.mark.parametrize("field", ["message", "treatments", "sensitivities"])
+def test_chat_input_over_the_caps_is_refused_before_the_assistant_sees_it(tiny_analyzer, tiny_settings, temp_folder,
+                                                                          field):
+    settings = dataclasses.replace(tiny_settings, chat_max_chars=50, profile_max_chars=20)
+    assistant = RecordingAssistant()
+    app = WebApp(tiny_analyzer, assistant, settings)
+    values = {"message": "Hello?", "treatments": "", "sensitivities": ""}
+    limit = 50 if field == "message" else 20
+    values[field] = "x" * (limit + 1)
+    with pytest.raises(gr.Error, match="too long"):
+        list(app.chat(values["message"], [], None, "", "", values["treatments"], values["sensitivities"]))
+    assert assistant.calls == []
+    values[field] = "x" * limit  # at the cap: answered
+    assert list(app.chat(values["message"], [], None, "", "", values["treatments"], values["sensitivities"])) \
+        == ["An answer."]
+    assert len(assistant.calls) == 1
