@@ -515,8 +515,8 @@ class WebApp:
         self.time_limit = float(settings.time_limit)
         self.files = SessionFiles(ttl=settings.cache_ttl, keep_digests=_file_digests(EXAMPLES_DIR))
         # The analysis runs in this pool so that a per-request time limit can be enforced.
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, settings.concurrency),
-                                                           thread_name_prefix="analysis")
+        self._pool = self._new_pool()
+        self._pool_lock = threading.Lock()
 
     # ---------------------------------------------------------------- analysis
     def _read_upload(self, path: str) -> bytes:
@@ -533,7 +533,7 @@ class WebApp:
         try:
             return future.result(timeout=self.time_limit)
         except concurrent.futures.TimeoutError:
-            future.cancel()
+            self._give_up(future)
             raise UserFacingError(f"The analysis took longer than {self.time_limit:.0f} seconds, so it was "
                                   "stopped. The server may be busy: please try again in a minute.") from None
         except InvalidImageError as exc:
@@ -541,6 +541,21 @@ class WebApp:
         except MemoryError:
             raise UserFacingError("The photo is too large to analyse on this server. "
                                   "Please resize it (for example to 2000 pixels wide) and try again.") from None
+
+    def _give_up(self, future: concurrent.futures.Future) -> None:
+        """After the time limit: a call still waiting is cancelled. One already running cannot be stopped
+        (Python cannot kill a thread), so it finishes in the background on its own thread, and later
+        requests get fresh threads instead of waiting behind it."""
+        if future.cancel():
+            return
+        log.warning("an analysis passed the time limit and still runs; new requests use new threads")
+        with self._pool_lock:
+            old, self._pool = self._pool, self._new_pool()
+        old.shutdown(wait=False)
+
+    def _new_pool(self) -> concurrent.futures.ThreadPoolExecutor:
+        return concurrent.futures.ThreadPoolExecutor(max_workers=max(1, self.settings.concurrency),
+                                                     thread_name_prefix="analysis")
 
     def analyze_ui(self, photo: str | None, show_raw: bool, request: gr.Request,
                    progress: gr.Progress = gr.Progress()) -> tuple:
@@ -617,6 +632,7 @@ class WebApp:
             heat = future.result(timeout=self.time_limit)
             image = _heat_overlay(rgb, heat)
         except concurrent.futures.TimeoutError:
+            self._give_up(future)
             raise gr.Error("This took too long; the server may be busy. Please try again.",
                            print_exception=False) from None
         except Exception:  # noqa: BLE001
