@@ -2,6 +2,8 @@
 API tests. The caller passes the environment (tiny models, fake OpenAI server, temp folder)."""
 from __future__ import annotations
 
+import json
+import re
 import signal
 import socket
 import subprocess
@@ -173,6 +175,24 @@ def app_env(base_env: dict[str, str], temp_dir: Path, **extra: str) -> dict[str,
     return env
 
 
+def rest_call(app: AppProcess, endpoint: str, data: list, timeout: float = 60) -> tuple[str, str, float]:
+    """One call through Gradio's REST API (POST /gradio_api/call/<endpoint>, then read its event stream),
+    the leanest client there is: the time measured is mostly the server's. Returns the last event's
+    name ("complete" or "error"), its data (JSON text) and the seconds the call took."""
+    start = time.perf_counter()
+    request = urllib.request.Request(app.url + f"gradio_api/call/{endpoint}", data=json.dumps({"data": data}).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        event_id = json.loads(response.read())["event_id"]
+    with urllib.request.urlopen(app.url + f"gradio_api/call/{endpoint}/{event_id}", timeout=timeout) as response:
+        stream = response.read().decode()
+    elapsed = time.perf_counter() - start
+    events = re.findall(r"^event: (\w+)\ndata: (.*)$", stream, re.MULTILINE)
+    if not events:
+        raise AssertionError(f"no event in the answer: {stream[:500]}")
+    return events[-1][0], events[-1][1], elapsed
+
+
 def rss_kib(pid: int) -> int:
     """Resident memory of a process (VmRSS in /proc/PID/status), in KiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -182,4 +202,4 @@ def rss_kib(pid: int) -> int:
 
 
 __all__ = ["AppProcess", "DEBUG_LOGGING_COMMAND", "HeldPort", "app_env", "files_under", "free_port",
-           "listening_addresses", "rss_kib", "wait_until"]
+           "listening_addresses", "rest_call", "rss_kib", "wait_until"]

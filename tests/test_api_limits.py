@@ -16,16 +16,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import re
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from app_process import PROJECT_DIR, AppProcess, app_env, listening_addresses
+from app_process import PROJECT_DIR, AppProcess, app_env, listening_addresses, rest_call
 from fake_openai_server import FakeOpenAIServer
 from slow_model_app import SLOW_MARKER
 
@@ -123,22 +121,6 @@ def test_a_chat_answer_is_cut_at_the_time_limit(client, chat_server):
 
 
 # --------------------------------------------------------------------------- input caps
-
-def rest_call(app, endpoint: str, data: list) -> tuple[str, str, float]:
-    """One call through Gradio's REST API (POST /gradio_api/call/<endpoint>, then read its event stream):
-    the leanest client, so the time measured is mostly the server's. -> (last event, its data, seconds)."""
-    start = time.perf_counter()
-    request = urllib.request.Request(app.url + f"gradio_api/call/{endpoint}", data=json.dumps({"data": data}).encode(),
-                                     headers={"Content-Type": "application/json"}, method="POST")
-    with urllib.request.urlopen(request, timeout=60) as response:
-        event_id = json.loads(response.read())["event_id"]
-    with urllib.request.urlopen(app.url + f"gradio_api/call/{endpoint}/{event_id}", timeout=60) as response:
-        stream = response.read().decode()
-    elapsed = time.perf_counter() - start
-    events = re.findall(r"^event: (\w+)\ndata: (.*)$", stream, re.MULTILINE)
-    assert events, stream
-    return events[-1][0], events[-1][1], elapsed
-
 
 def test_a_5_mb_chat_message_is_refused_at_once_and_never_sent(app, client, chat_server):
     huge = "Is this acne? " * (5 * 1024 * 1024 // 14 + 1)  # 5 MB of text
