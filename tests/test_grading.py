@@ -1,7 +1,6 @@
 """The severity grader: real transformers loaders on tiny saved ViT / DINOv2 models, fallback, explain()."""
 from __future__ import annotations
 
-import json
 import shutil
 import socket
 import subprocess
@@ -180,4 +179,11 @@ def test_hub_probe_tells_a_listening_endpoint_from_a_closed_one(monkeypatch):
 def test_a_local_folder_with_skintelligent_shape_is_used_as_primary(tiny_grader_dir, tiny_grader4_dir, photo):
     grader = SeverityGrader.load(tiny_grader_dir, fallback=tiny_grader4_dir)
     assert grader.name == str(tiny_grader_dir) and grader.levels == [-1, 0, 1, 2, 3]
-    assert json.loads((tiny_grader_dir / "preprocessor_config.json").read_text())["image_mean"] == [0.5] * 3
+    # The folder's own preprocessing is what runs: skintelligent-acne's mean = std = 0.5 puts black at -1
+    # and white at +1 (ImageNet's mean/std, the other graders', would give about -2.1 and +2.6).
+    for value, expected in ((0, -1.0), (255, 1.0)):
+        pixels = grader._inputs(np.full((80, 120, 3), value, np.uint8))
+        assert tuple(pixels.shape) == (1, 3, 64, 64)
+        assert pixels.min().item() == pytest.approx(expected, abs=1e-3)
+        assert pixels.max().item() == pytest.approx(expected, abs=1e-3)
+    assert grader.predict(photo).level in grader.levels
