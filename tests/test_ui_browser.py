@@ -191,7 +191,8 @@ def test_analyze_then_chat_mentions_the_severity(app, fake_openai, browser_conte
     assert Path(str(app.env["ACNE_SEGMENTER"])).name in about
 
 
-def test_bad_uploads_get_a_clear_message_and_the_app_keeps_serving(app, browser_context, example_photo, tmp_path):
+def test_bad_uploads_get_a_clear_message_and_the_app_keeps_serving(app, browser_context, tiny_analyzer, example_photo,
+                                                                   tmp_path):
     page = open_app(browser_context, app)
     text_file = tmp_path / "notes.jpg"
     text_file.write_text("These are my notes, not a photo.\n" * 50)
@@ -208,11 +209,13 @@ def test_bad_uploads_get_a_clear_message_and_the_app_keeps_serving(app, browser_
     body = page.locator("body").inner_text()
     assert "Traceback" not in body and "File \"" not in body
 
-    # The same page still analyses a good photo afterwards.
+    # The same page still analyses a good photo afterwards, and shows that photo's own result.
     page.reload()
     page.locator("#photo input[type=file]").wait_for(state="attached")
     upload(page, example_photo)
-    assert wait_for_result(page) in ("Clear", "Mild", "Moderate", "Severe")
+    expected = tiny_analyzer.analyze(example_photo)  # the same tiny models the app loaded
+    assert wait_for_result(page) == expected.severity
+    assert f"Lesions found: {expected.lesion_count}" in page.locator("#summary").inner_text()
 
 
 def test_photos_and_results_leave_the_disk_with_the_session(app, playwright, gradio_temp, example_photo, tmp_path):
