@@ -13,6 +13,7 @@ import torch
 from acne.errors import WeightsCorruptError, WeightsMissingError
 from acne.grading import GraderLabelError, SeverityGrader
 from acne.imaging import load_image
+from app_process import HeldPort
 from conftest import LEVELS_4, LEVELS_5, PROJECT_DIR, _save_tiny_vit
 
 
@@ -150,12 +151,10 @@ def test_offline_hub_id_falls_back_with_one_log_line(tiny_grader_dir, tiny_grade
 
 def test_unreachable_hub_falls_back_at_once_without_retries(tiny_grader4_dir, tiny_model_env, tmp_path):
     """No HF_HUB_OFFLINE, but no network: one clear line, not huggingface_hub's retries."""
-    with socket.socket() as closed:  # a port nobody listens on: connections are refused
-        closed.bind(("127.0.0.1", 0))
-        endpoint = f"http://127.0.0.1:{closed.getsockname()[1]}"
-    env = dict(tiny_model_env, HF_ENDPOINT=endpoint, HF_HOME=str(tmp_path / "hf"))
-    env.pop("HF_HUB_OFFLINE")
-    lines = _log_lines_of_hub_load(env, tiny_grader4_dir, prefix="LOG ")  # huggingface_hub's lines too
+    with HeldPort() as closed:  # a port nobody listens on, held so: connections are refused
+        env = dict(tiny_model_env, HF_ENDPOINT=f"http://127.0.0.1:{closed.port}", HF_HOME=str(tmp_path / "hf"))
+        env.pop("HF_HUB_OFFLINE")
+        lines = _log_lines_of_hub_load(env, tiny_grader4_dir, prefix="LOG ")  # huggingface_hub's lines too
     assert len(lines) == 1, lines
     assert "cannot be reached" in lines[0] and str(tiny_grader4_dir) in lines[0]
 
