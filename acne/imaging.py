@@ -152,13 +152,18 @@ def _check_size(width: int, height: int, max_pixels: int, min_side: int) -> None
             f"{min_side} pixels on each side; a close, sharp photo of the face works best.")
 
 
+def _megapixels(pixels: int) -> str:
+    """108 for 108,000,000; 0.5 for 500,000 (ACNE_MAX_PIXELS may be set below a megapixel)."""
+    return f"{pixels / 1e6:.0f}" if pixels >= 10_000_000 else f"{pixels / 1e6:.2g}"
+
+
 def _too_many_pixels_message(width: int | None, height: int | None, max_pixels: int,
                              pixels: int | None = None) -> str:
     if width and height:
-        size = f" ({width} x {height} pixels, {width * height / 1e6:.0f} megapixels)"
+        size = f" ({width} x {height} pixels, {_megapixels(width * height)} megapixels)"
     else:
-        size = f" ({pixels / 1e6:.0f} megapixels)" if pixels else ""
-    return (f"The image is too large{size}; the limit is {max_pixels / 1e6:.0f} megapixels. "
+        size = f" ({_megapixels(pixels)} megapixels)" if pixels else ""
+    return (f"The image is too large{size}; the limit is {_megapixels(max_pixels)} megapixels. "
             "Please resize it and try again.")
 
 

@@ -614,8 +614,8 @@ class WebApp:
         self.time_limit = float(settings.time_limit)
         self.files = SessionFiles(ttl=settings.cache_ttl, keep_digests=_file_digests(EXAMPLES_DIR))
         # The analysis runs in this pool so that a per-request time limit can be enforced.
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, settings.concurrency),
-                                                           thread_name_prefix="analysis")
+        self._pool = self._new_pool()
+        self._pool_lock = threading.Lock()
 
     # ---------------------------------------------------------------- analysis
     def _read_upload(self, path: str) -> bytes:
@@ -632,7 +632,7 @@ class WebApp:
         try:
             return future.result(timeout=self.time_limit)
         except concurrent.futures.TimeoutError:
-            future.cancel()
+            self._give_up(future)
             raise UserFacingError(f"The analysis took longer than {self.time_limit:.0f} seconds, so it was "
                                   "stopped. The server may be busy: please try again in a minute.") from None
         except InvalidImageError as exc:
@@ -640,6 +640,21 @@ class WebApp:
         except MemoryError:
             raise UserFacingError("The photo is too large to analyse on this server. "
                                   "Please resize it (for example to 2000 pixels wide) and try again.") from None
+
+    def _give_up(self, future: concurrent.futures.Future) -> None:
+        """After the time limit: a call still waiting is cancelled. One already running cannot be stopped
+        (Python cannot kill a thread), so it finishes in the background on its own thread, and later
+        requests get fresh threads instead of waiting behind it."""
+        if future.cancel():
+            return
+        log.warning("an analysis passed the time limit and still runs; new requests use new threads")
+        with self._pool_lock:
+            old, self._pool = self._pool, self._new_pool()
+        old.shutdown(wait=False)
+
+    def _new_pool(self) -> concurrent.futures.ThreadPoolExecutor:
+        return concurrent.futures.ThreadPoolExecutor(max_workers=max(1, self.settings.concurrency),
+                                                     thread_name_prefix="analysis")
 
     def analyze_ui(self, photo: str | None, show_raw: bool, request: gr.Request,
                    progress: gr.Progress = gr.Progress()) -> tuple:
@@ -716,6 +731,7 @@ class WebApp:
             heat = future.result(timeout=self.time_limit)
             image = _heat_overlay(rgb, heat)
         except concurrent.futures.TimeoutError:
+            self._give_up(future)
             raise gr.Error("This took too long; the server may be busy. Please try again.",
                            print_exception=False) from None
         except Exception:  # noqa: BLE001
@@ -748,8 +764,14 @@ class WebApp:
     def chat(self, message: Any, history: list[dict], report: Report | None, age_range: str | None,
              skin_type: str | None, treatments: str | None, sensitivities: str | None,
              progress: str | None = None) -> Iterator[str]:
-        from acne.chat import Profile
+        from acne.chat import Profile, input_too_long
 
+        fields = {"age_range": age_range, "skin_type": skin_type, "treatments": treatments,
+                  "sensitivities": sensitivities}
+        refusal = input_too_long(message, fields, max_message_chars=self.settings.chat_max_chars,
+                                 max_field_chars=self.settings.profile_max_chars)
+        if refusal:  # before anything reads the text: a huge message costs nothing
+            raise gr.Error(html.escape(refusal), title="Message too long", print_exception=False)
         profile = Profile(age_range=age_range or None, skin_type=skin_type or None,
                           treatments=(treatments or "").strip() or None,
                           sensitivities=(sensitivities or "").strip() or None,
@@ -862,15 +884,16 @@ def build_demo(analyzer: "Analyzer", assistant: "Assistant | None" = None,
                 age = gr.Dropdown([NOT_GIVEN, *AGE_RANGES], label="Age range", value="", render=False)
                 skin = gr.Dropdown([NOT_GIVEN, *SKIN_TYPES], label="Skin type", value="", render=False)
                 treatments = gr.Textbox("", label="Current treatments", placeholder="e.g. adapalene 0.1% at night",
-                                        max_length=200, render=False)
+                                        max_length=settings.profile_max_chars, render=False)
                 sensitivities = gr.Textbox("", label="Sensitivities or allergies", placeholder="e.g. fragrance",
-                                           max_length=200, render=False)
+                                           max_length=settings.profile_max_chars, render=False)
                 gr.ChatInterface(
                     app.chat,
                     chatbot=gr.Chatbot(label="Skincare assistant", show_label=False, elem_id="chatbot",
                                        height=460, feedback_options=None, placeholder=CHAT_PLACEHOLDER),
                     textbox=gr.Textbox(placeholder="Ask about your result or your skincare routine…",
-                                       elem_id="chat-input", submit_btn=True, max_length=2000),
+                                       elem_id="chat-input", submit_btn=True,
+                                       max_length=settings.chat_max_chars),
                     additional_inputs=[report_state, age, skin, treatments, sensitivities, progress.trend_state],
                     additional_inputs_accordion=gr.Accordion(
                         "About you (optional; used for this chat only, never stored)", open=False, render=False),

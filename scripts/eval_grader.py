@@ -58,8 +58,12 @@ def _load_predictor(model_dir: str):
     return str(model_dir), "AutoModelForImageClassification", predict
 
 
-def plot_confusion(cm: np.ndarray, path: Path, title: str) -> None:
-    import matplotlib
+def plot_confusion(cm: np.ndarray, path: Path, title: str) -> bool:
+    try:
+        import matplotlib
+    except ImportError:  # a training extra: metrics.json has the same confusion matrix
+        print("confusion plot skipped: matplotlib is not installed (pip install -r scripts/requirements-train.txt)")
+        return False
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -79,6 +83,7 @@ def plot_confusion(cm: np.ndarray, path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+    return True
 
 
 def evaluate_grader(model_dir, split: str = "valid", out_dir=None, limit: int | None = None,
@@ -127,7 +132,8 @@ def main(argv=None) -> None:
     print(json.dumps({"model": res["model"], "runner": res["runner"], "split": res["split"], "n": res["n"],
                       **{k: f[k] for k in ("accuracy", "macro_f1", "mae", "qwk", "per_class_f1", "confusion")}},
                      indent=1))
-    print(f"wrote {args.out / 'metrics.json'} and {args.out / 'confusion.png'}")
+    plot = args.out / "confusion.png"
+    print(f"wrote {args.out / 'metrics.json'}" + (f" and {plot}" if plot.exists() else ""))
 
 
 if __name__ == "__main__":

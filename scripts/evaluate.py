@@ -10,7 +10,8 @@ Segmenter figures (masks are ellipses inscribed in the ground-truth boxes, the d
 - counting: mean absolute error of the lesion count per photo.
 - count grade: Hayashi band of the predicted count against the photo's grade (accuracy, macro-F1, ...).
 - mask Dice / IoU, pooled over the split.
-Writes OUT/metrics.json and plots (precision/recall vs threshold, count scatter, example overlays).
+Writes OUT/metrics.json and, with matplotlib (scripts/requirements-train.txt), plots (precision/recall
+vs threshold, count scatter, example overlays, the grader's confusion).
 """
 from __future__ import annotations
 
@@ -148,8 +149,11 @@ def evaluate_segmenter(model_dir: str, split: str, out: Path, *, size: int | Non
 
 
 def _plots_segmenter(result: dict, examples, out: Path) -> None:
-    import matplotlib
-
+    try:
+        import matplotlib
+    except ImportError:  # a training extra: the figures in metrics.json do not need it
+        print("plots skipped: matplotlib is not installed (pip install -r scripts/requirements-train.txt)")
+        return
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -315,7 +319,8 @@ def main(argv=None) -> None:
         except ImportError as exc:
             print(f"grader evaluation unavailable: {exc}")
         else:
-            results["grader"] = evaluate_grader(args.grader, split=args.split, out_dir=args.out)
+            results["grader"] = evaluate_grader(args.grader, split=args.split, out_dir=args.out,
+                                                limit=args.limit or None)
     (args.out / "metrics.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
     print(f"wrote {args.out / 'metrics.json'}")
 

@@ -3,6 +3,7 @@ API tests. The caller passes the environment (tiny models, fake OpenAI server, t
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -15,10 +16,59 @@ from pathlib import Path
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 
+class HeldPort:
+    """A local TCP port chosen by the system and held until a server takes it.
+
+    The socket is bound with SO_REUSEADDR and never listens. While it is held, nobody else can bind the
+    port (a plain bind fails, and the system hands a bound port to no one), yet a server that sets
+    SO_REUSEADDR itself binds it and listens: uvicorn, asyncio and Gradio's own port probe all do. So
+    there is no window between choosing the port and the app taking it (the race of bind-close-reuse).
+    Connections to a held port are refused: it also makes a port "where nothing listens" that stays so.
+    """
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self._sock: socket.socket | None = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind((host, 0))
+        self.port: int = self._sock.getsockname()[1]
+
+    def release(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def __enter__(self) -> "HeldPort":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 def free_port() -> int:
+    """A port that was free a moment ago. Racy (another process may take it before you do): prefer
+    HeldPort, or a server that picks its own port (port 0)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses on which some socket LISTENs on this TCP port (Linux: /proc/net/tcp, tcp6)."""
+    found: set[str] = set()
+    for table, family in (("/proc/net/tcp", socket.AF_INET), ("/proc/net/tcp6", socket.AF_INET6)):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            address, hex_port = fields[1].split(":")
+            if int(hex_port, 16) != port or fields[3] != "0A":  # 0A: LISTEN
+                continue
+            raw = bytes.fromhex(address)  # 32-bit words in host (little-endian) order
+            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+            found.add(socket.inet_ntop(family, raw))
+    return found
 
 
 # `python app.py` with every logger at DEBUG (app.py's own logging.basicConfig then changes nothing):
@@ -31,11 +81,16 @@ DEBUG_LOGGING_COMMAND = [sys.executable, "-c",
 
 class AppProcess:
     def __init__(self, env: dict[str, str], log_path: Path, *, startup_timeout: float = 180.0,
-                 command: list[str] | None = None) -> None:
+                 command: list[str] | None = None, server_name: str | None = "127.0.0.1") -> None:
+        """server_name: GRADIO_SERVER_NAME; None leaves it unset, so app.py picks the address itself."""
         self.command = command or [sys.executable, str(PROJECT_DIR / "app.py")]
-        self.port = free_port()
-        self.env = {**env, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(self.port),
-                    "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
+        self._held = HeldPort()  # held until the app has taken it (see HeldPort)
+        self.port = self._held.port
+        self.env = {**env, "GRADIO_SERVER_PORT": str(self.port), "GRADIO_ANALYTICS_ENABLED": "False",
+                    "PYTHONUNBUFFERED": "1"}
+        self.env.pop("GRADIO_SERVER_NAME", None)
+        if server_name is not None:
+            self.env["GRADIO_SERVER_NAME"] = server_name
         self.log_path = log_path
         self.startup_timeout = startup_timeout
         self.proc: subprocess.Popen | None = None
@@ -55,6 +110,7 @@ class AppProcess:
             try:
                 with urllib.request.urlopen(self.url + "gradio_api/info", timeout=2) as response:
                     if response.status == 200:
+                        self._held.release()  # the app listens on it now
                         return self
             except OSError:
                 pass
@@ -78,6 +134,7 @@ class AppProcess:
 
     def stop(self) -> int | None:
         """SIGTERM (the app shuts down cleanly and deletes its temp files), then kill if it hangs."""
+        self._held.release()
         if self.proc is None:
             return None
         if self.proc.poll() is None:
@@ -117,6 +174,24 @@ def app_env(base_env: dict[str, str], temp_dir: Path, **extra: str) -> dict[str,
     for key in [k for k, v in env.items() if v is None]:
         env.pop(key)
     return env
+
+
+def rest_call(app: AppProcess, endpoint: str, data: list, timeout: float = 60) -> tuple[str, str, float]:
+    """One call through Gradio's REST API (POST /gradio_api/call/<endpoint>, then read its event stream),
+    the leanest client there is: the time measured is mostly the server's. Returns the last event's
+    name ("complete" or "error"), its data (JSON text) and the seconds the call took."""
+    start = time.perf_counter()
+    request = urllib.request.Request(app.url + f"gradio_api/call/{endpoint}", data=json.dumps({"data": data}).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        event_id = json.loads(response.read())["event_id"]
+    with urllib.request.urlopen(app.url + f"gradio_api/call/{endpoint}/{event_id}", timeout=timeout) as response:
+        stream = response.read().decode()
+    elapsed = time.perf_counter() - start
+    events = re.findall(r"^event: (\w+)\ndata: (.*)$", stream, re.MULTILINE)
+    if not events:
+        raise AssertionError(f"no event in the answer: {stream[:500]}")
+    return events[-1][0], events[-1][1], elapsed
 
 
 def rss_kib(pid: int) -> int:
@@ -199,5 +274,6 @@ def file_reference(path: str, **extra: str) -> dict:
     return {"path": path, "meta": {"_type": "gradio.FileData"}, **extra}
 
 
-__all__ = ["AppProcess", "DEBUG_LOGGING_COMMAND", "api_call", "api_upload", "app_env", "endpoint_index",
-           "file_reference", "files_under", "free_port", "rss_kib", "tree_snapshot", "wait_until"]
+__all__ = ["AppProcess", "DEBUG_LOGGING_COMMAND", "HeldPort", "api_call", "api_upload", "app_env", "endpoint_index",
+           "file_reference", "files_under", "free_port", "listening_addresses", "rest_call", "rss_kib",
+           "tree_snapshot", "wait_until"]

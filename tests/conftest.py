@@ -12,6 +12,17 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
+
+def _no_proxy_for_localhost(env) -> None:
+    """Every server in these tests is on 127.0.0.1: a proxy from the environment (CI machines) must not
+    receive those requests (httpx, urllib and openai's client all honour NO_PROXY)."""
+    for name in ("NO_PROXY", "no_proxy"):
+        hosts = [h.strip() for h in (env.get(name) or "").split(",") if h.strip()]
+        env[name] = ",".join(hosts + [h for h in ("127.0.0.1", "localhost") if h not in hosts])
+
+
+_no_proxy_for_localhost(os.environ)  # this process (gradio_client, urllib) and, via tiny_model_env, the apps
+
 import pytest
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent

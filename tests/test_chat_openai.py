@@ -3,7 +3,6 @@ what is sent, streaming, every failure mode, and that the key never leaks."""
 from __future__ import annotations
 
 import logging
-import socket
 import time
 import uuid
 
@@ -15,6 +14,7 @@ from acne.chat.openai_backend import PLACEHOLDER_KEY, OpenAIAssistant, describe_
 from acne.chat.prompt import build_system_prompt, flatten_history
 from acne.config import Settings
 from acne.report import GraderResult, Lesion, Report
+from app_process import HeldPort
 from fake_openai_server import FakeOpenAIServer, reply_from_system_prompt
 from input_corpus import message_leaks
 
@@ -60,9 +60,12 @@ def _no_proxy_for_localhost(monkeypatch):
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
 
 
+HANG_SECONDS = 30.0   # how long the server stays silent in "hang" and "stall" modes; the client waits 1 s
+
+
 @pytest.fixture
 def server():
-    with FakeOpenAIServer(reply=REPLY, api_key=API_KEY, hang_seconds=5.0) as s:
+    with FakeOpenAIServer(reply=REPLY, api_key=API_KEY, hang_seconds=HANG_SECONDS) as s:
         yield s
 
 
@@ -73,10 +76,11 @@ def assistant(server) -> OpenAIAssistant:
     return a
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@pytest.fixture
+def refused_url():
+    """The URL of a port where nothing listens, held so that nothing starts listening there meanwhile."""
+    with HeldPort() as port:
+        yield f"http://127.0.0.1:{port.port}/v1"
 
 
 # -- choosing the backend -------------------------------------------------------------------------
@@ -207,13 +211,19 @@ def test_the_model_sees_the_analysis():
         assert run(a, report=make_report("Severe", 60, "Severe"))[-1].startswith("Your photo was graded Severe.")
 
 
-def test_fake_server_also_answers_without_streaming(server):
-    import openai
-
-    client = openai.OpenAI(api_key=API_KEY, base_url=server.base_url, timeout=2, max_retries=0)
-    completion = client.chat.completions.create(model="fake-model", messages=[{"role": "user", "content": "hi"}])
-    assert completion.choices[0].message.content == REPLY
-    assert server.chat_requests[-1].body.get("stream") in (None, False)
+def test_each_piece_reaches_the_user_as_it_arrives():
+    """Streaming, not buffering: with the server pausing between words, the first words are passed on
+    long before the last. (Relative to the server's own pauses; a buffering client yields all at once.)"""
+    delay, words = 0.15, REPLY.split()
+    with FakeOpenAIServer(reply=REPLY, api_key=API_KEY, chunk_delay=delay) as slow:
+        a = load_assistant(settings_for(slow, chat_timeout=5.0))
+        arrivals: list[tuple[float, str]] = []
+        for text in a.stream("How do I use benzoyl peroxide?", [], make_report()):
+            arrivals.append((time.monotonic(), text))
+    assert arrivals[-1][1] == REPLY and len(arrivals) == len(words)
+    assert arrivals[0][1] == words[0] + " "
+    spread = arrivals[-1][0] - arrivals[0][0]
+    assert spread >= 0.5 * delay * (len(words) - 1), f"all pieces came within {spread:.2f} s: buffered"
 
 
 # -- failures -------------------------------------------------------------------------------------
@@ -230,7 +240,9 @@ def test_each_failure_gives_a_readable_message_then_the_next_call_works(assistan
     server.mode = mode
     started = time.monotonic()
     outputs = run(assistant, report=make_report())
-    assert time.monotonic() - started < 4, "a failure must not keep the user waiting long"
+    # The client gives up after its timeout (1 s) and does not retry; the server would hang for 30 s.
+    # 15 s: generous for 2 busy cores, still far below the hang.
+    assert time.monotonic() - started < HANG_SECONDS / 2, "a failure must not keep the user waiting long"
     first, final = outputs[0], outputs[-1]
     assert first.startswith("⚠️") and expected in first
     assert not message_leaks(first), first  # no path, errno or exception text
@@ -260,8 +272,8 @@ def test_an_unexpected_failure_is_described_without_its_type_or_text():
     assert not message_leaks(message)
 
 
-def test_connection_refused_falls_back_to_the_offline_assistant():
-    a = load_assistant(settings_for(None, openai_base_url=f"http://127.0.0.1:{free_port()}/v1"))
+def test_connection_refused_falls_back_to_the_offline_assistant(refused_url):
+    a = load_assistant(settings_for(None, openai_base_url=refused_url))
     final = run(a, "Does chocolate cause acne?")[-1]
     assert final.startswith("⚠️ Could not reach the chat service at 127.0.0.1")
     assert "the offline assistant's answer" in final and "Chocolate" in final
@@ -280,7 +292,7 @@ def test_empty_message_sends_nothing(assistant, server):
 
 
 # -- privacy --------------------------------------------------------------------------------------
-def test_key_and_profile_never_reach_the_logs(caplog, server):
+def test_key_and_profile_never_reach_the_logs(caplog, server, refused_url):
     caplog.set_level(logging.DEBUG)
     for name in ("openai", "openai._base_client", "httpx", "httpx2", "httpcore", "acne", "acne.chat"):
         caplog.set_level(logging.DEBUG, logger=name)
@@ -291,7 +303,7 @@ def test_key_and_profile_never_reach_the_logs(caplog, server):
         server.mode = mode
         outputs += run(a, "UserMarker: how do I use benzoyl peroxide?", gradio_history("hi", "hello"),
                        make_report(), profile)
-    refused = load_assistant(settings_for(None, openai_base_url=f"http://127.0.0.1:{free_port()}/v1"))
+    refused = load_assistant(settings_for(None, openai_base_url=refused_url))
     outputs += run(refused, "UserMarker question", [], make_report(), profile)
 
     assert any(r.name.startswith(("openai", "httpx")) for r in caplog.records), "client logging was not captured"
@@ -314,25 +326,3 @@ def test_missing_key_without_base_url_is_a_readable_message(monkeypatch):
 def test_current_message_already_in_history_is_not_sent_twice(assistant, server):
     run(assistant, "What about sunscreen?", gradio_history("hi", "hello", "What about sunscreen?"))
     assert [m["content"] for m in server.chat_requests[-1].messages[1:]] == ["hi", "hello", "What about sunscreen?"]
-
-
-def test_fake_server_runs_standalone_for_browser_tests():
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    import openai
-
-    script = Path(__file__).with_name("fake_openai_server.py")
-    proc = subprocess.Popen([sys.executable, str(script), "--port", "0"], stdout=subprocess.PIPE, text=True)
-    try:
-        base_url = proc.stdout.readline().strip()
-        assert base_url.startswith("http://127.0.0.1:") and base_url.endswith("/v1")
-        client = openai.OpenAI(api_key="anything", base_url=base_url, timeout=2, max_retries=0)
-        completion = client.chat.completions.create(model="m", messages=[
-            {"role": "system", "content": build_system_prompt(make_report("Mild", 8, "Mild"))},
-            {"role": "user", "content": "hi"}])
-        assert completion.choices[0].message.content.startswith("Your photo was graded Mild.")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=5)

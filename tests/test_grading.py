@@ -1,7 +1,6 @@
 """The severity grader: real transformers loaders on tiny saved ViT / DINOv2 models, fallback, explain()."""
 from __future__ import annotations
 
-import json
 import shutil
 import socket
 import subprocess
@@ -14,6 +13,7 @@ import torch
 from acne.errors import WeightsCorruptError, WeightsMissingError
 from acne.grading import GraderLabelError, SeverityGrader
 from acne.imaging import load_image
+from app_process import HeldPort
 from conftest import LEVELS_4, LEVELS_5, PROJECT_DIR, _save_tiny_vit
 
 
@@ -151,12 +151,10 @@ def test_offline_hub_id_falls_back_with_one_log_line(tiny_grader_dir, tiny_grade
 
 def test_unreachable_hub_falls_back_at_once_without_retries(tiny_grader4_dir, tiny_model_env, tmp_path):
     """No HF_HUB_OFFLINE, but no network: one clear line, not huggingface_hub's retries."""
-    with socket.socket() as closed:  # a port nobody listens on: connections are refused
-        closed.bind(("127.0.0.1", 0))
-        endpoint = f"http://127.0.0.1:{closed.getsockname()[1]}"
-    env = dict(tiny_model_env, HF_ENDPOINT=endpoint, HF_HOME=str(tmp_path / "hf"))
-    env.pop("HF_HUB_OFFLINE")
-    lines = _log_lines_of_hub_load(env, tiny_grader4_dir, prefix="LOG ")  # huggingface_hub's lines too
+    with HeldPort() as closed:  # a port nobody listens on, held so: connections are refused
+        env = dict(tiny_model_env, HF_ENDPOINT=f"http://127.0.0.1:{closed.port}", HF_HOME=str(tmp_path / "hf"))
+        env.pop("HF_HUB_OFFLINE")
+        lines = _log_lines_of_hub_load(env, tiny_grader4_dir, prefix="LOG ")  # huggingface_hub's lines too
     assert len(lines) == 1, lines
     assert "cannot be reached" in lines[0] and str(tiny_grader4_dir) in lines[0]
 
@@ -180,4 +178,11 @@ def test_hub_probe_tells_a_listening_endpoint_from_a_closed_one(monkeypatch):
 def test_a_local_folder_with_skintelligent_shape_is_used_as_primary(tiny_grader_dir, tiny_grader4_dir, photo):
     grader = SeverityGrader.load(tiny_grader_dir, fallback=tiny_grader4_dir)
     assert grader.name == str(tiny_grader_dir) and grader.levels == [-1, 0, 1, 2, 3]
-    assert json.loads((tiny_grader_dir / "preprocessor_config.json").read_text())["image_mean"] == [0.5] * 3
+    # The folder's own preprocessing is what runs: skintelligent-acne's mean = std = 0.5 puts black at -1
+    # and white at +1 (ImageNet's mean/std, the other graders', would give about -2.1 and +2.6).
+    for value, expected in ((0, -1.0), (255, 1.0)):
+        pixels = grader._inputs(np.full((80, 120, 3), value, np.uint8))
+        assert tuple(pixels.shape) == (1, 3, 64, 64)
+        assert pixels.min().item() == pytest.approx(expected, abs=1e-3)
+        assert pixels.max().item() == pytest.approx(expected, abs=1e-3)
+    assert grader.predict(photo).level in grader.levels

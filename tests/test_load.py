@@ -112,15 +112,26 @@ def test_concurrent_calls_all_complete_correctly(app, tiny_analyzer, example_pho
             results[i] = {"error": repr(exc), "latency": time.perf_counter() - t0}
 
     # Meanwhile someone else opens the page: the server must keep answering (inference is off the event loop).
-    pings: list[float] = []
+    # Every ping is recorded, failed ones too (an exception in this thread would otherwise end it silently).
+    pings: list[float] = []           # seconds per answered ping
+    answered_at: list[float] = []     # when each answer arrived
+    ping_errors: list[str] = []
     stop_pinging = threading.Event()
 
     def ping() -> None:
         while not stop_pinging.is_set():
             t0 = time.perf_counter()
-            with urllib.request.urlopen(app.url + "gradio_api/info", timeout=30) as response:
-                assert response.status == 200
-            pings.append(time.perf_counter() - t0)
+            try:
+                with urllib.request.urlopen(app.url + "gradio_api/info", timeout=30) as response:
+                    status = response.status
+            except Exception as exc:  # noqa: BLE001 - recorded and asserted on below
+                ping_errors.append(repr(exc))
+            else:
+                if status == 200:
+                    pings.append(time.perf_counter() - t0)
+                    answered_at.append(time.perf_counter())
+                else:
+                    ping_errors.append(f"HTTP {status}")
             time.sleep(0.25)
 
     threads = [threading.Thread(target=user, args=(i,)) for i in range(LOAD_CALLS)]
@@ -132,9 +143,11 @@ def test_concurrent_calls_all_complete_correctly(app, tiny_analyzer, example_pho
     start.wait()
     for t in threads:
         t.join(timeout=600)
-    wall = time.perf_counter() - t_start
+    t_end = time.perf_counter()
+    wall = t_end - t_start
     stop_pinging.set()
-    pinger.join(timeout=30)
+    pinger.join(timeout=60)
+    assert not pinger.is_alive(), "the pinger hung"
 
     errors = {i: r["error"] for i, r in enumerate(results) if "error" in r}
     assert not errors, errors
@@ -162,9 +175,18 @@ def test_concurrent_calls_all_complete_correctly(app, tiny_analyzer, example_pho
     # and the server kept answering other requests meanwhile.
     if LOAD_CALLS >= 4:
         assert max_rank is not None and max_rank >= 1, "the calls should have queued"
-    # (Generous bounds: on 2 busy cores a single answer took up to 4 s; a blocked server takes the whole burst.)
+    # One at a time (ACNE_CONCURRENCY=1): the analyses' own durations fit into the burst's wall time one
+    # after another. Run side by side on 2 cores, each would take many times longer and their sum would
+    # be several times the wall time. (5% and 1 s for clocks and rounding.)
+    assert sum(service) <= wall * 1.05 + 1, (sum(service), wall)
+    # The page info answered throughout: no failed ping, and no gap without an answer longer than 10 s from
+    # the start of the burst to its end. (Generous bounds: on 2 busy cores a single answer took up to 4 s;
+    # a blocked server takes the whole burst.)
+    assert not ping_errors, ping_errors
     assert pings and statistics.median(pings) < 2.0 and max(pings) < 10.0, pings
-    assert max(latencies) <= wall + 1
+    moments = [t_start, *[t for t in answered_at if t_start < t < t_end], t_end]
+    longest_silence = max(b - a for a, b in zip(moments, moments[1:]))
+    assert longest_silence < 10.0, f"no answer for {longest_silence:.1f} s during the burst"
 
 
 # --------------------------------------------------------------------------- soak

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from app_process import free_port
+from app_process import HeldPort
 from conftest import PROJECT_DIR
 
 SEG_FIX = "scripts/train_segmenter.py"
@@ -56,7 +56,8 @@ def _relabel(config_json):
 
 def start_both(env):
     """`python app.py` and the CLI, side by side (each spends most of its time importing torch)."""
-    app_env = dict(env, GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(free_port()),
+    port = HeldPort()  # held until both have stopped: were the app to start anyway, no one else has the port
+    app_env = dict(env, GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(port.port),
                    GRADIO_ANALYTICS_ENABLED="False")
     photo = PROJECT_DIR / "images" / "examples" / "acne04_valid_grade1_0.jpg"
     app = subprocess.Popen([sys.executable, "app.py"], cwd=PROJECT_DIR, env=app_env, text=True,
@@ -72,6 +73,7 @@ def start_both(env):
             out, err = proc.communicate()
             pytest.fail(f"{proc.args[:3]} did not stop on broken weights: it must exit at start-up\n{out}\n{err}")
         results.append((proc.returncode, out, err))
+    port.release()
     return results
 
 

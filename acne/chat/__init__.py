@@ -39,6 +39,39 @@ class Assistant(Protocol):
         ...
 
 
+PROFILE_LABELS = {"age_range": "Age range", "skin_type": "Skin type", "treatments": "Current treatments",
+                  "sensitivities": "Sensitivities or allergies"}
+
+
+def _length(value: Any) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, str):
+        return len(value)  # O(1): nothing reads a refused text
+    from acne.chat.prompt import content_text
+
+    return len(content_text(value))  # a multimodal message {"text", "files"} or message parts
+
+
+def input_too_long(message: Any, profile: dict[str, Any], *, max_message_chars: int,
+                   max_field_chars: int) -> str | None:
+    """A plain message when the chat message or an "About you" field is longer than the server accepts
+    (ACNE_CHAT_MAX_CHARS, ACNE_PROFILE_MAX_CHARS), else None. The page's text boxes stop longer input
+    in the browser; this check is for everything else (the API, scripts). It runs before anything
+    else looks at the text, so a refused message costs no model or retrieval time."""
+    length = _length(message)
+    if length > max_message_chars:
+        return (f"Your message is too long ({length:,} characters). This app accepts questions of up to "
+                f"{max_message_chars:,} characters: please shorten it and ask again.")
+    for name, value in profile.items():
+        length = _length(value)
+        if length > max_field_chars:
+            label = PROFILE_LABELS.get(name, name)
+            return (f"The “{label}” field is too long ({length:,} characters). It accepts up to "
+                    f"{max_field_chars:,} characters: please shorten it.")
+    return None
+
+
 def load_assistant(settings: "Settings | None" = None) -> Assistant:
     """The OpenAI-backed assistant if an API key or a base URL is set, else the offline assistant.
 
@@ -55,4 +88,4 @@ def load_assistant(settings: "Settings | None" = None) -> Assistant:
     return OfflineAssistant(reason="no API key set")
 
 
-__all__ = ["Assistant", "Profile", "load_assistant"]
+__all__ = ["Assistant", "Profile", "input_too_long", "load_assistant"]
