@@ -237,7 +237,10 @@ def _to_photo(segmentation: Segmentation, region: Region, shape) -> tuple[list[L
     """The region's lesions that lie on skin, and the mask and probability map, in whole-photo pixels."""
     x0, y0, x1, y1 = region.box
     h, w = shape[:2]
-    on_skin = region.skin_in(region.box, (w, h))
+    # A close-up is what the segmenter was trained on, lesions anywhere in it included (the colour test
+    # misses inflamed and shadowed skin); in a face or skin region, skin keeps lesions off clothes and walls.
+    on_skin = (np.ones((y1 - y0, x1 - x0), bool) if region.found_by == "whole"
+               else region.skin_in(region.box, (w, h)))
     lesions = []
     for lesion in segmentation.lesions:
         cx, cy = lesion.center

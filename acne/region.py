@@ -30,6 +30,7 @@ NO_SKIN = 0.001              # less skin than this fraction of the photo: nothin
 CLOSEUP_SIDE = 0.60          # a region this close to the photo's own size (each side): analyse it all
 CLOSEUP_SKIN = 0.30          # no face, but skin over this fraction of the photo and across it: a close-up
 MIN_SKIN_PATCH = 0.01        # a skin patch smaller than this fraction of the photo is not a region
+SMALL_FACE = 0.20            # a face narrower than this fraction of a close-up's short side is a false alarm
 FACE_MIN_SKIN = 0.25         # a face box holding less skin than this is not a face to grade
 MIN_REGION_SIDE = 320        # a region narrower than this (photo pixels) shows lesions only a few pixels wide
 # Around the face detector's box, as fractions of its size, then squared: ACNE04's close-ups frame a face
@@ -105,14 +106,16 @@ class RegionFinder:
         # Lesions are red: their centres may fall just outside the skin-colour box, so allow a margin.
         reach = _grow(skin, max(3, round(SKIN_REACH * max(small.shape[:2]))))
         face = _largest_face(self.detector, small, skin)
+        patch = _largest_patch(skin)
+        if face is not None and patch is not None and _closeup(skin, patch) and face[2] < SMALL_FACE * min(small.shape[:2]):
+            face = None   # a small "face" (an ear, a nostril) inside a close-up whose skin fills the frame
         if face is not None:
             return self._region(_square(_expand(face, FACE_MARGIN)), "face", small.shape, scale, w, h, reach)
-        patch = _largest_patch(skin)
         if patch is None:
             return Region((0, 0, w, h), "none", None)
-        x, y, pw, ph = patch
-        if skin.mean() >= CLOSEUP_SKIN and min(pw / small.shape[1], ph / small.shape[0]) >= CLOSEUP_SIDE:
+        if _closeup(skin, patch):
             return Region((0, 0, w, h), "whole", reach)
+        x, y, pw, ph = patch
         m = SKIN_MARGIN * max(pw, ph)
         return self._region(_square((x - m, y - m, x + pw + m, y + ph + m)), "skin", small.shape, scale, w, h, reach)
 
@@ -122,6 +125,12 @@ class RegionFinder:
         if (x1 - x0) >= CLOSEUP_SIDE * shape[1] and (y1 - y0) >= CLOSEUP_SIDE * shape[0]:
             return Region((0, 0, w, h), "whole", reach)   # the face fills the photo: a close-up
         return Region(_to_photo(box, scale, w, h), found_by, reach)
+
+
+def _closeup(skin: np.ndarray, patch: tuple[int, int, int, int]) -> bool:
+    """Does skin fill the photo, as in a close-up: much of it skin, one patch across most of it?"""
+    _, _, pw, ph = patch
+    return skin.mean() >= CLOSEUP_SKIN and min(pw / skin.shape[1], ph / skin.shape[0]) >= CLOSEUP_SIDE
 
 
 def _detection_copy(rgb: np.ndarray) -> tuple[np.ndarray, float]:
@@ -144,7 +153,8 @@ def skin_mask(rgb: np.ndarray) -> np.ndarray:
     the same colours; it finds no skin in a grey-scale photo.
     """
     ycrcb = cv2.cvtColor(rgb, cv2.COLOR_RGB2YCrCb)
-    mask = cv2.inRange(ycrcb, (40, 133, 77), (250, 173, 127))
+    # Cr up to 180 rather than the classic 173: inflamed, acne-covered cheeks are redder than the box.
+    mask = cv2.inRange(ycrcb, (40, 133, 77), (250, 180, 127))
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
     mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, kernel)
     return mask > 0

@@ -1,3 +1,7 @@
 """The evaluation figures, from the package (acne.metrics), for the scripts that import them by this name."""
-from acne.metrics import *  # noqa: F401,F403
-from acne.metrics import classification_figures, dice_iou, hayashi_band, match_lesions, prf  # noqa: F401
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the scripts run from a checkout
+
+from acne.metrics import classification_figures, dice_iou, hayashi_band, match_lesions, prf  # noqa: E402,F401
