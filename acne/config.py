@@ -81,6 +81,7 @@ class Settings:
     chat_timeout: float = 30.0
     chat_max_retries: int = 1
     chat_history_chars: int = 12000
+    chat_embeddings: str = "auto"  # offline assistant's sentence embeddings: auto | off | a folder (acne/chat/embeddings.py)
     chat_max_chars: int = 2000     # longest chat message the server accepts (the page's text box allows as many)
     profile_max_chars: int = 200   # longest "About you" field the server accepts
     # Web app
@@ -112,6 +113,7 @@ class Settings:
             chat_timeout=_float("ACNE_CHAT_TIMEOUT", cls.chat_timeout),
             chat_max_retries=_int("ACNE_CHAT_MAX_RETRIES", cls.chat_max_retries),
             chat_history_chars=_int("ACNE_CHAT_HISTORY_CHARS", cls.chat_history_chars),
+            chat_embeddings=_env("ACNE_CHAT_EMBEDDINGS", cls.chat_embeddings),
             chat_max_chars=_int("ACNE_CHAT_MAX_CHARS", cls.chat_max_chars),
             profile_max_chars=_int("ACNE_PROFILE_MAX_CHARS", cls.profile_max_chars),
             max_upload_mb=_int("ACNE_MAX_UPLOAD_MB", cls.max_upload_mb),

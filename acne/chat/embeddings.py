@@ -181,7 +181,11 @@ def load_encoder(source: str | None = None) -> SentenceEncoder | None:
     """The sentence encoder, loaded once per process. `source` (default: ACNE_CHAT_EMBEDDINGS, else "auto"):
     "auto" (the packaged model if installed), "off", or a folder with the same files. None (retrieval is then
     BM25 alone) when unavailable."""
-    source = (source or os.environ.get("ACNE_CHAT_EMBEDDINGS") or "auto").strip()
+    if source is None:
+        from acne.config import Settings
+
+        source = Settings.from_env().chat_embeddings
+    source = (source or "auto").strip()
     with _ENCODERS_LOCK:
         if source in _ENCODERS:
             return _ENCODERS[source]
