@@ -110,9 +110,19 @@ class FaceDetector:
                                       f"({type(exc).__name__}); the file may be damaged. {FIX}") from exc
         return cls(**nets)
 
-    @torch.inference_mode()
     def detect(self, rgb: np.ndarray, min_face: int = 24) -> list[tuple[float, float, float, float, float]]:
         """Faces at least `min_face` pixels wide in an RGB uint8 image: (x0, y0, x1, y1, score), best first."""
+        # Hundreds of tiny convolutions: one thread. A team of two waits at every one of them, and when the
+        # other core is busy that costs 20 times the work (measured: 38 ms vs 734 ms per 12 MP photo).
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with torch.inference_mode():
+                return self._detect(rgb, min_face)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _detect(self, rgb: np.ndarray, min_face: int) -> list[tuple[float, float, float, float, float]]:
         h, w = rgb.shape[:2]
         image = (rgb.astype(np.float32) - 127.5) * 0.0078125
         boxes = self._propose(image, min_face)
