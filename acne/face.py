@@ -17,7 +17,6 @@ import cv2
 import numpy as np
 import torch
 from torch import nn
-from torchvision.ops import nms
 
 from .errors import WeightsCorruptError, WeightsMissingError
 
@@ -135,7 +134,7 @@ class FaceDetector:
             keep = (probs[:, 1] > threshold).numpy()
             boxes = _regress(boxes[keep, :4], offsets.numpy()[keep])
             boxes = np.concatenate([boxes, probs[:, 1].numpy()[keep, None]], axis=1)
-            boxes = boxes[nms(torch.from_numpy(boxes[:, :4]), torch.from_numpy(boxes[:, 4]), 0.7).numpy()]
+            boxes = boxes[_nms(boxes, 0.7)]
         boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
         boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
         return [tuple(float(v) for v in b) for b in boxes[np.argsort(-boxes[:, 4])]]
@@ -154,14 +153,29 @@ class FaceDetector:
                 cells = np.stack([xs, ys], axis=1).astype(np.float32)
                 q1, q2 = np.floor((2 * cells + 1) / scale), np.floor((2 * cells + 12) / scale)
                 box = np.concatenate([q1, q2, score[ys, xs, None], offsets[0].numpy()[:, ys, xs].T], axis=1)
-                box = box[nms(torch.from_numpy(box[:, :4]), torch.from_numpy(box[:, 4]), 0.5).numpy()]
+                box = box[_nms(box, 0.5)]
                 found.append(box)
             scale *= PYRAMID_FACTOR
         if not found:
             return np.zeros((0, 5), np.float32)
         boxes = np.concatenate(found)
-        boxes = boxes[nms(torch.from_numpy(boxes[:, :4]), torch.from_numpy(boxes[:, 4]), 0.7).numpy()]
+        boxes = boxes[_nms(boxes, 0.7)]
         return np.concatenate([_regress(boxes[:, :4], boxes[:, 5:9]), boxes[:, 4:5]], axis=1)
+
+
+def _nms(boxes: np.ndarray, iou: float) -> np.ndarray:
+    """Indices of the boxes (x0, y0, x1, y1, score, ...) kept by non-maximum suppression, best first."""
+    order = np.argsort(-boxes[:, 4], kind="stable")
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    keep = []
+    while order.size:
+        i, rest = order[0], order[1:]
+        keep.append(i)
+        w = np.clip(np.minimum(boxes[i, 2], boxes[rest, 2]) - np.maximum(boxes[i, 0], boxes[rest, 0]), 0, None)
+        h = np.clip(np.minimum(boxes[i, 3], boxes[rest, 3]) - np.maximum(boxes[i, 1], boxes[rest, 1]), 0, None)
+        overlap = w * h / (area[i] + area[rest] - w * h + 1e-9)
+        order = rest[overlap <= iou]
+    return np.array(keep, dtype=np.intp)
 
 
 def _regress(boxes: np.ndarray, offsets: np.ndarray) -> np.ndarray:

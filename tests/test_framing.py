@@ -181,6 +181,6 @@ def test_reframed_valid_photos_get_the_close_ups_severity_and_lesions(shipped):
     figures = framing_figures(shipped, cases, seed=0)
     close, framed = figures["closeup"], figures["reframed"]
     assert figures["same_severity"] >= 0.75, figures
-    assert framed["severity_accuracy"] >= close["severity_accuracy"] - 0.12, figures
+    assert framed["severity_accuracy"] >= close["severity_accuracy"] - 0.15, figures
     assert framed["lesion"]["f1"] >= 0.9 * close["lesion"]["f1"], figures
     assert figures["found_by"].get("face", 0) + figures["found_by"].get("skin", 0) >= 0.9 * FRAMING_PHOTOS, figures
