@@ -353,6 +353,10 @@ def test_webcam_and_example_photos_are_analysed_through_the_upload_route(app, pl
         page.on("request", lambda r: posts.append((r.url, r.post_data or "")) if r.method == "POST" else None)
         page.get_by_role("button", name="Capture from camera").click()
         page.get_by_text("Click to Access Webcam").click()
+        # A capture taken before the camera streams holds no frame and sends nothing: wait for frames
+        # (slow to come on a busy machine).
+        page.wait_for_function("(() => { const v = document.querySelector('#photo video');"
+                               " return v && v.readyState >= 2 && v.videoWidth > 0; })()")
         page.get_by_role("button", name="capture photo").click()
         wait_for_outcome(page)   # Chromium's test pattern holds no skin: "Not assessed" is the right outcome
         uploads = [url for url, _ in posts if "/gradio_api/upload" in url]
