@@ -74,7 +74,7 @@ def add_batch_parser(commands) -> argparse.ArgumentParser:
     batch.add_argument("--segmenter", metavar="DIR_OR_HUB_ID", help="segmenter weights (overrides ACNE_SEGMENTER)")
     batch.add_argument("--grader", metavar="DIR_OR_HUB_ID", help="grader model (overrides ACNE_GRADER)")
     batch.add_argument("--seg-size", type=int, metavar="N", help="long side fed to the segmenter (ACNE_SEG_SIZE)")
-    batch.add_argument("--engine", choices=("local",), default="local",
+    batch.add_argument("--engine", choices=("local", "ray"), default="local",
                        help="local: worker processes on this machine (default); ray: Ray Data (pip install .[scale])")
     local = batch.add_argument_group("local engine")
     local.add_argument("--workers", type=int, metavar="N",
