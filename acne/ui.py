@@ -500,6 +500,8 @@ def launch_kwargs(settings: Settings) -> dict[str, Any]:
         "max_file_size": f"{int(settings.max_upload_mb)}mb",
         "show_error": False,       # unexpected errors show a generic message, never a traceback
         "footer_links": ["api"],
+        # ACNE_MCP=1: an MCP server at /gradio_api/mcp/, tool analyze_photo (acne/mcp_tool.py; gradio[mcp])
+        "mcp_server": bool(settings.mcp),
     }
 
 
@@ -786,6 +788,10 @@ def build_demo(analyzer: "Analyzer", assistant: "Assistant | None" = None,
         api_button.click(app.analyze_api, inputs=[api_photo], outputs=[api_report, api_overlay],
                          api_name="analyze",
                          api_description="Analyse one photo: returns the report (JSON) and the lesion overlay (PNG).")
+        if settings.mcp:  # ACNE_MCP=1: the analysis as an MCP tool (acne/mcp_tool.py)
+            from acne.mcp_tool import add_mcp_tool
+
+            add_mcp_tool(app)
 
         demo.unload(app.on_unload)
 
