@@ -95,6 +95,15 @@ def add_batch_parser(commands) -> argparse.ArgumentParser:
 
 def main(args, parser: argparse.ArgumentParser) -> int:
     """`python -m acne batch`: see the module docstring."""
+    try:
+        return _main(args, parser)
+    except KeyboardInterrupt:  # before or after the analysis (during it, the engines stop cleanly)
+        print("acne: interrupted; finished rows are kept. Run the same command with --resume to finish.",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _main(args, parser: argparse.ArgumentParser) -> int:
     started = time.perf_counter()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="acne: %(message)s")
