@@ -160,6 +160,8 @@ def _main(args, parser: argparse.ArgumentParser) -> int:
     options = {"overlay_dir": args.overlay_dir, "mask_dir": args.mask_dir, "boxes": args.boxes}
     progress = _progress_bar(len(files), already, args.quiet)
     result = RunResult()
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if main_thread else None  # `kill` = Ctrl-C
     try:
         if tasks:
             if args.engine == "ray":
@@ -175,6 +177,8 @@ def _main(args, parser: argparse.ArgumentParser) -> int:
                                        verbose=args.verbose)
     finally:
         progress.close()
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     if result.fatal:
         print(f"acne: cannot start: {result.fatal}", file=sys.stderr)
         return EXIT_USAGE
@@ -276,12 +280,22 @@ def default_workers(threads: int) -> int:
     from .runtime import cpu_count
 
     workers = max(1, cpu_count() // max(1, threads))
+    available = _available_memory()
+    return min(workers, max(1, int(available // WORKER_MEMORY))) if available else workers
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available to new processes (Linux MemAvailable: free memory plus reclaimable cache)."""
     try:
-        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        workers = min(workers, max(1, int(available // WORKER_MEMORY)))
-    except (ValueError, OSError, AttributeError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
         pass
-    return workers
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 # --------------------------------------------------------------------------- output
@@ -573,9 +587,6 @@ def run_local(tasks: list[Task], settings, options: dict, sink: JsonlSink, progr
             return
         start_worker()
 
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM,)}
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill` stops as cleanly as Ctrl-C
     try:
         for _ in range(min(workers, len(tasks))):
             start_worker()
@@ -612,9 +623,6 @@ def run_local(tasks: list[Task], settings, options: dict, sink: JsonlSink, progr
         if not result.interrupted:
             drain()
         results.close()
-        for sig, handler in previous.items():
-            if threading.current_thread() is threading.main_thread():
-                signal.signal(sig, handler)
     return result
 
 

@@ -101,8 +101,12 @@ def run_ray(tasks: list[Task], settings, options: dict, output: Output, progress
         settings = _with_threads(settings, threads)
         paths = [row_key(task.file) for task in readable.values()]
         files = ray.put({key: (task.file, task.stem) for key, task in readable.items()})
+        # Reading and writing are I/O: they reserve no CPU (the model actors may take every one), and a
+        # few tasks at a time keep up with the actors (unbounded, Ray would start a worker process per
+        # block at once).
+        io_tasks = max(1, min(actors, 4))
         dataset = ray.data.read_binary_files(
-            paths, include_paths=True, num_cpus=0,  # reading is I/O: leave the CPUs to the model actors
+            paths, include_paths=True, num_cpus=0, concurrency=io_tasks,
             override_num_blocks=max(1, math.ceil(len(paths) / batch_size)))
         analysed = dataset.map_batches(
             RayAnalyzer, batch_size=batch_size, batch_format="numpy",
@@ -113,7 +117,7 @@ def run_ray(tasks: list[Task], settings, options: dict, output: Output, progress
         watcher = _PartWatcher(output.parts, progress, result)
         watcher.start()
         try:
-            analysed.write_parquet(str(output.parts), ray_remote_args={"num_cpus": 0})
+            analysed.write_parquet(str(output.parts), ray_remote_args={"num_cpus": 0}, concurrency=io_tasks)
         finally:
             watcher.stop()
     except KeyboardInterrupt:

@@ -34,6 +34,7 @@ def main() -> int:
                         else DEFAULT_PHOTOS, help="folder of photos (default: ACNE04 valid)")
     parser.add_argument("-n", type=int, default=0, help="use the first N photos (default: all)")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--ray-rounds", type=int, help="rounds the ray engine runs in (default: all; it is slow to start)")
     parser.add_argument("--engines", nargs="+", default=["cli", "local"], choices=("cli", "local", "ray"))
     parser.add_argument("--workers", type=int, help="local engine --workers (default: its own default)")
     parser.add_argument("--interrupt-after", type=int, default=0, metavar="N",
@@ -60,6 +61,8 @@ def main() -> int:
     for round_ in range(args.rounds):
         order = args.engines if round_ % 2 == 0 else list(reversed(args.engines))
         for name in order:
+            if name == "ray" and args.ray_rounds is not None and round_ >= args.ray_rounds:
+                continue
             out = args.out_dir / f"{name}-{round_}.{'parquet' if name == 'ray' else 'jsonl'}"
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             seconds = run_variant(name, photos, listing, out, env, args.workers)
@@ -153,8 +156,9 @@ def interrupted_run(photos, listing: Path, out_dir: Path, env: dict, after: int,
     out = out_dir / "interrupted.jsonl"
     if out.exists():
         out.unlink()
-    cmd = command("local", listing, out, workers, photos)
-    process = subprocess.Popen(cmd, cwd=PROJECT_DIR, env=env, stderr=subprocess.DEVNULL, start_new_session=True)
+    cmd = [c for c in command("local", listing, out, workers, photos) if c != "--quiet"]  # show the progress bar
+    log1, log2 = out_dir / "interrupted-run.stderr.txt", out_dir / "resumed-run.stderr.txt"
+    process = subprocess.Popen(cmd, cwd=PROJECT_DIR, env=env, stderr=open(log1, "w"), start_new_session=True)
     while not (out.is_file() and out.read_text().count("\n") >= after):
         if process.poll() is not None:
             raise SystemExit("the run ended before it could be interrupted")
@@ -163,10 +167,12 @@ def interrupted_run(photos, listing: Path, out_dir: Path, env: dict, after: int,
     process.wait()
     kept = out.read_text().count("\n")
     resume = [c for c in cmd if c != "--overwrite"] + ["--resume"]
-    done = subprocess.run(resume, cwd=PROJECT_DIR, env=env, stderr=subprocess.PIPE, text=True)
+    with open(log2, "w") as stderr:
+        done = subprocess.run(resume, cwd=PROJECT_DIR, env=env, stderr=stderr, text=True)
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     files = [r["file"] for r in rows]
     result = {"killed_after_rows": kept, "resume_status": done.returncode, "rows": len(rows),
+              "stderr": [str(log1), str(log2)],
               "unique_photos": len(set(files)), "photos": len(photos),
               "every_photo_exactly_once": sorted(files) == sorted(map(str, photos))}
     if reference:
