@@ -7,12 +7,14 @@ row with the contract of `python -m acne analyze --json` (`file`, `ok`, `error` 
 photo that cannot be analysed gives an error row and never stops the run.
 
 Engines:
-- `local` (default): worker processes, each with its own copy of the models on `--threads` threads
-  (default 1). Each worker reads the next photo's bytes in a thread while it analyses the current
-  one; the parent hands out at most two photos per worker (a bounded pipeline), writes each row as
-  it arrives and draws the progress bar. On a 2-core machine two one-thread workers keep both cores
-  busy all the time, where `analyze` leaves one idle while the slower model finishes; each model
-  still runs on one thread, as in `analyze`, so the numbers are the same.
+- `local` (default): `--workers` photos at a time (default: one per CPU), each model call on one thread,
+  as `analyze` runs them, so the rows are the same. `--pool threads` (default): threads in this
+  process sharing one copy of the models; one photo's reading, decoding and post-processing overlap
+  the others' inference, and no core waits for the other model as in `analyze`. `--pool processes`:
+  spawned worker processes, each with its own copy of the models on `--threads` threads; each reads
+  the next photo while it analyses the current one, is handed at most two photos at a time (a bounded
+  pipeline), and a worker that dies is replaced (its photo is tried once more, then gets an error row).
+  Either way the parent writes each row as it arrives and draws the progress bar.
 - `ray`: Ray Data over a local instance or a cluster (acne/batch_ray.py).
 
 Output and resume: rows are written as they finish (JSON lines, flushed row by row, so a crash, Ctrl-C
@@ -78,12 +80,17 @@ def add_batch_parser(commands) -> argparse.ArgumentParser:
                        help="local: worker processes on this machine (default); ray: Ray Data (pip install .[scale])")
     local = batch.add_argument_group("local engine")
     local.add_argument("--workers", type=int, metavar="N",
-                       help="worker processes (default: the CPUs this process may use / --threads, capped by memory)")
+                       help="photos analysed at once (default: the CPUs this process may use; with --pool processes "
+                            "divided by --threads and capped by free memory)")
+    local.add_argument("--pool", choices=("threads", "processes"), default="threads",
+                       help="threads: workers share one copy of the models in this process (default); processes: "
+                            "each worker is a process with its own copy (more memory, a crash costs one photo)")
     local.add_argument("--threads", type=int, default=1, metavar="T",
-                       help="inference threads per worker (default 1; ACNE_TORCH_THREADS is not used)")
+                       help="with --pool processes: inference threads per worker process (default 1); "
+                            "ACNE_TORCH_THREADS is not used")
     ray = batch.add_argument_group("ray engine")
     ray.add_argument("--address", metavar="ADDR",
-                     help="join this Ray cluster (e.g. 10.0.0.5:6379 or auto); default: start a local instance on 127.0.0.1")
+                     help="join this Ray cluster (e.g. 10.0.0.5:6379 or auto); default: a local instance on 127.0.0.1")
     ray.add_argument("--concurrency", type=int, metavar="N",
                      help="model actors (default: the cluster's CPUs / --num-cpus)")
     ray.add_argument("--num-cpus", type=float, default=1, metavar="C",
@@ -171,10 +178,17 @@ def _main(args, parser: argparse.ArgumentParser) -> int:
                                  concurrency=args.concurrency, num_cpus=args.num_cpus, batch_size=args.batch_size,
                                  verbose=args.verbose)
             else:
-                workers = args.workers or default_workers(args.threads)
+                from .runtime import cpu_count
+
+                threaded = args.pool == "threads"
+                workers = args.workers or (cpu_count() if threaded else default_workers(args.threads))
                 with output.sink(fmt == "jsonl") as sink:
-                    result = run_local(tasks, settings, options, sink, progress, workers=workers,
-                                       verbose=args.verbose)
+                    if threaded:
+                        result = run_threads(tasks, settings, options, sink, progress, threads=workers,
+                                             verbose=args.verbose)
+                    else:
+                        result = run_local(tasks, settings, options, sink, progress, workers=workers,
+                                           verbose=args.verbose)
     finally:
         progress.close()
         if main_thread:
@@ -518,6 +532,7 @@ def run_local(tasks: list[Task], settings, options: dict, sink: JsonlSink, progr
     pool: dict[int, _Worker] = {}
     next_id = 0
     respawns = max(2, 2 * workers)
+    crashes: Counter = Counter()      # task index -> worker deaths while it was being analysed
 
     def start_worker() -> None:
         nonlocal next_id
@@ -577,20 +592,24 @@ def run_local(tasks: list[Task], settings, options: dict, sink: JsonlSink, progr
             return
         if worker.in_flight:
             culprit = worker.in_flight.popleft()
-            write({"file": culprit.file, "ok": False,
-                   "error": f"The analysis stopped its worker process (exit code {worker.process.exitcode}); "
-                            "this photo was skipped."})
             pending.extendleft(reversed(worker.in_flight))
+            crashes[culprit.index] += 1
+            if crashes[culprit.index] < 2:   # once may be bad luck (a killed process): try it again
+                pending.appendleft(culprit)
+            else:
+                write({"file": culprit.file, "ok": False,
+                       "error": f"The analysis of this photo stopped its worker process twice (exit code "
+                                f"{worker.process.exitcode}); it was skipped."})
         respawns -= 1
         if respawns < 0:
-            result.fatal = "worker processes keep exiting; stopping (finished rows are kept)"
+            result.error = "worker processes keep exiting; stopped (finished rows are kept: rerun with --resume)"
             return
         start_worker()
 
     try:
         for _ in range(min(workers, len(tasks))):
             start_worker()
-        while (pending or any(w.in_flight for w in pool.values())) and not result.fatal:
+        while (pending or any(w.in_flight for w in pool.values())) and not (result.fatal or result.error):
             for worker in list(pool.values()):
                 while pending and len(worker.in_flight) < IN_FLIGHT_PER_WORKER:
                     task = pending.popleft()
@@ -603,8 +622,8 @@ def run_local(tasks: list[Task], settings, options: dict, sink: JsonlSink, progr
             for worker in list(pool.values()):
                 if worker.process.exitcode is not None:
                     bury(worker)
-            if not pool and not result.fatal:
-                result.fatal = "no worker process is left"
+            if not pool and not (result.fatal or result.error):
+                result.error = "no worker process is left; stopped (finished rows are kept: rerun with --resume)"
     except KeyboardInterrupt:
         result.interrupted = True
         drain()  # rows that arrived keep their place
@@ -614,7 +633,7 @@ def run_local(tasks: list[Task], settings, options: dict, sink: JsonlSink, progr
                 worker.tasks.put(None)
             except (OSError, ValueError):
                 pass
-        deadline = time.monotonic() + (0 if result.interrupted or result.fatal else 30)
+        deadline = time.monotonic() + (0 if result.interrupted or result.fatal or result.error else 30)
         for worker in pool.values():
             worker.process.join(timeout=max(0.0, deadline - time.monotonic()))
             if worker.process.exitcode is None:
@@ -626,6 +645,83 @@ def run_local(tasks: list[Task], settings, options: dict, sink: JsonlSink, progr
     return result
 
 
+def run_threads(tasks: list[Task], settings, options: dict, sink: JsonlSink, progress, *, threads: int,
+                verbose: bool = False) -> RunResult:
+    """Analyse `tasks` in this process: one copy of the models, `threads` threads each taking whole photos
+    (reading, decoding, both models on one thread each, post-processing), so one photo's reading and
+    post-processing overlap the others' inference. Rows are written here, as they arrive."""
+    import dataclasses
+
+    from . import runtime
+    from .cli import _analyze_one
+    from .imaging import InvalidImageError, _read_file
+
+    try:
+        from .analysis import load_analyzer
+
+        analyzer = load_analyzer(dataclasses.replace(settings, torch_threads=1))
+    except Exception as exc:  # noqa: BLE001 - WeightsMissingError, bad settings: one message, no traceback
+        return RunResult(fatal=str(exc))
+    todo: queue.Queue = queue.Queue()
+    for task in tasks:
+        todo.put(task)
+    finished: queue.Queue = queue.Queue()
+    stop = threading.Event()
+    args = SimpleNamespace(**options)
+
+    def work() -> None:
+        runtime.pin_torch_threads(1)  # OpenMP counts are per thread: one each, as each model gets in `analyze`
+        while not stop.is_set():
+            try:
+                task = todo.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                data = _read_file(Path(task.file))
+            except InvalidImageError:
+                data = None  # analysing the path itself then gives the CLI's own message
+            try:
+                record = _analyze_one(analyzer, Path(task.file), args, {}, source=data, stem=task.stem)
+            except BaseException as exc:  # noqa: BLE001 - never lose a photo silently
+                record = {"file": task.file, "ok": False,
+                          "error": f"Internal error while analysing this image ({type(exc).__name__})."}
+            finished.put(record)
+
+    result = RunResult()
+
+    def write(record: dict) -> None:
+        sink.write(record)
+        result.rows += 1
+        result.failed += not record.get("ok")
+        progress.update(1)
+        if result.failed:
+            progress.set_postfix(failed=result.failed, refresh=False)
+
+    pool = [threading.Thread(target=work, name=f"acne-batch-{i}", daemon=True) for i in range(max(1, threads))]
+    try:
+        for thread in pool:
+            thread.start()
+        while result.rows < len(tasks):
+            try:
+                write(finished.get(timeout=0.5))
+            except queue.Empty:
+                if not any(thread.is_alive() for thread in pool) and finished.empty():
+                    break
+    except KeyboardInterrupt:
+        # The photos being analysed are finished and kept (a second or so); the others are not started.
+        # Leaving threads inside torch while the interpreter exits can abort the process.
+        result.interrupted = True
+        stop.set()
+        for thread in pool:
+            thread.join()
+        while True:
+            try:
+                write(finished.get_nowait())
+            except queue.Empty:
+                break
+    return result
+
+
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
@@ -634,8 +730,9 @@ def _worker_main(wid: int, settings, options: dict, tasks, results, parent: int,
     """One local worker: load the models once, then analyse the photos it is handed, in order."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent decides
     os.environ["OMP_NUM_THREADS"] = str(max(1, settings.torch_threads))
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
-                        format=f"acne[worker {wid}]: %(message)s")
+    # Warnings (e.g. which grader was loaded) once, from the first worker, not once per worker.
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING if wid == 0 else logging.ERROR,
+                        stream=sys.stderr, format=f"acne[worker {wid}]: %(message)s")
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     from .cli import _analyze_one, _quiet_libraries
 

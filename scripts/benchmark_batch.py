@@ -34,8 +34,10 @@ def main() -> int:
                         else DEFAULT_PHOTOS, help="folder of photos (default: ACNE04 valid)")
     parser.add_argument("-n", type=int, default=0, help="use the first N photos (default: all)")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--ray-rounds", type=int, help="rounds the ray engine runs in (default: all; it is slow to start)")
-    parser.add_argument("--engines", nargs="+", default=["cli", "local"], choices=("cli", "local", "ray"))
+    parser.add_argument("--ray-rounds", type=int, help="rounds the ray engine runs in (default: all)")
+    parser.add_argument("--engines", nargs="+", default=["cli", "local"], choices=("cli", "local", "processes", "ray"),
+                        help="cli: analyze --json; local: batch (its default, --pool threads); processes: batch "
+                             "--pool processes; ray: batch --engine ray")
     parser.add_argument("--workers", type=int, help="local engine --workers (default: its own default)")
     parser.add_argument("--interrupt-after", type=int, default=0, metavar="N",
                         help="also kill a local run after N rows and resume it")
@@ -101,9 +103,10 @@ def main() -> int:
 def command(name: str, listing: Path, out: Path, workers: int | None, photos: list[Path]) -> list[str]:
     if name == "cli":
         return [sys.executable, "-m", "acne", "analyze", *map(str, photos), "--json"]
-    extra = ["--workers", str(workers)] if workers and name == "local" else []
+    extra = ["--workers", str(workers)] if workers and name in ("local", "processes") else []
+    engine = ["--engine", "local", "--pool", "processes"] if name == "processes" else ["--engine", name]
     return [sys.executable, "-m", "acne", "batch", str(listing), "--out", str(out), "--overwrite", "--quiet",
-            "--engine", name, *extra]
+            *engine, *extra]
 
 
 def run_variant(name: str, photos: list[Path], listing: Path, out: Path, env: dict, workers: int | None) -> float:

@@ -1,5 +1,5 @@
 """`python -m acne batch`, run as a subprocess on real photos with the tiny models: the local engine
-(worker processes) and the Ray engine (a real local Ray instance on 127.0.0.1) against the one-by-one
+(threads, and worker processes) and the Ray engine (a real local Ray instance on 127.0.0.1) against the one-by-one
 CLI, error rows, progress, Parquet and JSON lines, and resume after Ctrl-C and after SIGKILL.
 
 The 40 photos are ACNE04 valid photos when the data set is on this machine (ACNE04_DIR, or
@@ -176,7 +176,7 @@ def test_parquet_from_lists_with_overlays_and_quiet(tiny_model_env, photos, refe
     missing = tmp_path / "gone.jpg"
     out = tmp_path / "results.parquet"
     done = run_acne(tiny_model_env, "batch", txt, csv_file, missing, "--out", out, "--quiet", "--workers", "2",
-                    "--overlay-dir", tmp_path / "overlays", "--mask-dir", tmp_path / "masks")
+                    "--pool", "processes", "--overlay-dir", tmp_path / "overlays", "--mask-dir", tmp_path / "masks")
     assert done.returncode == 1, done.stderr
     assert done.stderr == "" and done.stdout == ""   # --quiet: no progress bar, no summary
     assert not (tmp_path / "results.parquet.parts").exists()
@@ -200,7 +200,8 @@ def test_parquet_from_lists_with_overlays_and_quiet(tiny_model_env, photos, refe
 
 def test_resume_after_sigkill_loses_no_row_and_repeats_none(tiny_model_env, photo_dir, photos, reference, tmp_path):
     out = tmp_path / "results.jsonl"
-    run = start_acne(tiny_model_env, "batch", photo_dir, "--out", out, "--workers", "2", log=tmp_path / "1.log")
+    run = start_acne(tiny_model_env, "batch", photo_dir, "--out", out, "--workers", "2", "--pool", "processes",
+                     log=tmp_path / "1.log")
 
     def rows_written():
         return out.is_file() and out.read_text().count("\n") >= 5
@@ -223,6 +224,34 @@ def test_resume_after_sigkill_loses_no_row_and_repeats_none(tiny_model_env, phot
     again = run_acne(tiny_model_env, "batch", photo_dir, "--out", out, "--resume")
     assert again.returncode == 0 and len(read_jsonl(out)) == PHOTOS   # nothing left to do, nothing added
     assert "this run: 0 analysed" in again.stderr
+
+
+def worker_processes(parent: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == parent and b"spawn_main" in cmdline and b"resource_tracker" not in cmdline:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_a_worker_process_that_dies_is_replaced_and_its_photo_tried_again(tiny_model_env, photo_dir, photos,
+                                                                          reference, tmp_path):
+    out = tmp_path / "results.jsonl"
+    run = start_acne(tiny_model_env, "batch", photo_dir, "--out", out, "--workers", "2", "--pool", "processes",
+                     log=tmp_path / "run.log")
+    wait_for(lambda: out.is_file() and out.read_text().count("\n") >= 3, 240, "3 rows were written", run)
+    workers = worker_processes(run.pid)
+    assert len(workers) == 2, workers
+    os.kill(workers[0], signal.SIGKILL)   # as the kernel's OOM killer would
+    assert run.wait(timeout=240) == 0, (tmp_path / "run.log").read_text()
+    rows = read_jsonl(out)
+    assert len(rows) == PHOTOS and all(r["ok"] for r in rows)   # its photos were analysed by the others
+    assert_same_as_reference(rows, {str(p): reference[str(p)] for p in photos})
 
 
 def test_ctrl_c_keeps_the_finished_rows_and_says_how_to_resume(tiny_model_env, photo_dir, tmp_path):
