@@ -582,15 +582,18 @@ def run_local(tasks: list[Task], settings, options: dict, sink: JsonlSink, progr
                 return
 
     def bury(worker: _Worker) -> None:
-        """A worker died: the photo it was analysing gets an error row, the rest go to the others."""
+        """A worker died: the photo it was analysing is tried once more (a second death gives it an error
+        row), the others it held go back to the queue, and a new worker takes its place."""
         nonlocal respawns
         drain()
         pool.pop(worker.id, None)
         if not worker.ready:
-            result.fatal = result.fatal or (f"a worker process exited while loading the models (exit code "
-                                            f"{worker.process.exitcode}); run with -v for details")
-            return
-        if worker.in_flight:
+            if not any(w.ready for w in pool.values()):
+                result.fatal = result.fatal or (f"a worker process exited while loading the models (exit code "
+                                                f"{worker.process.exitcode}); run with -v for details")
+                return
+            pending.extendleft(reversed(worker.in_flight))  # it had not begun: no photo is to blame
+        elif worker.in_flight:
             culprit = worker.in_flight.popleft()
             pending.extendleft(reversed(worker.in_flight))
             crashes[culprit.index] += 1

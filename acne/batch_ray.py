@@ -18,10 +18,12 @@ off by a crash cannot be read and is ignored: its photos are analysed again by `
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
+import sys
 import threading
 from pathlib import Path
 from types import SimpleNamespace
@@ -30,16 +32,16 @@ from .batch import Output, RunResult, Task, row_key
 
 log = logging.getLogger("acne")
 
-PART_COLUMNS = ("file", "ok", "severity", "lesion_count", "error", "record")
-
-
 def run_ray(tasks: list[Task], settings, options: dict, output: Output, progress, *, address: str | None,
             concurrency: int | None, num_cpus: float, batch_size: int, verbose: bool = False) -> RunResult:
     local = not address
+    # A head on this machine's loopback (`ray start --head --node-ip-address=127.0.0.1`) must be joined
+    # as 127.0.0.1: by default Ray would swap that for the machine's network address.
+    loopback = local or address.rpartition(":")[0].strip("[]") in ("127.0.0.1", "localhost", "::1")
     if not verbose:
         # Ray's C++ core prints a warning about Ray Data's own actor arguments on every run; -v keeps it.
         os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
-    if local:
+    if loopback:
         # Ray advertises (and binds) the machine's network address unless told this is a one-machine
         # "cluster": then every Ray process listens on 127.0.0.1 only. Read when ray is imported.
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
@@ -48,7 +50,7 @@ def run_ray(tasks: list[Task], settings, options: dict, output: Output, progress
         import ray.data
     except ImportError:
         return RunResult(fatal="the Ray engine needs Ray Data: pip install 'ray[data]' (or pip install '.[scale]')")
-    if local:
+    if loopback:
         from ray._private import ray_constants
 
         ray_constants.ENABLE_RAY_CLUSTER = False  # in case ray was imported before the variable was set
@@ -56,7 +58,7 @@ def run_ray(tasks: list[Task], settings, options: dict, output: Output, progress
     from .runtime import cpu_count
 
     result = RunResult()
-    sink = output.driver_sink()
+    sink = _LazySink(output)
     # Photos that cannot be read here would stop Ray's read tasks: they get their error row now, with the
     # CLI's message. The others are read by Ray, by their absolute paths.
     readable: dict[str, Task] = {}
@@ -88,8 +90,18 @@ def run_ray(tasks: list[Task], settings, options: dict, output: Output, progress
     else:
         init.update(address=address, runtime_env={"py_modules": [str(Path(__file__).resolve().parent)]})
     logging.getLogger("ray").setLevel(logging.INFO if verbose else logging.ERROR)
-    ray.init(**init)
     try:
+        problem = None if local else _unreachable(address)
+        if problem:
+            result.fatal = f"could not join the Ray cluster at {address}: {problem}"
+            return result
+        try:
+            with _silent_stderr(local and not verbose):  # Ray's C++ core announces its log level on stderr
+                ray.init(**init)
+        except Exception as exc:  # noqa: BLE001 - ports taken, a cluster of another Ray version...
+            where = "start a local Ray instance" if local else f"join the Ray cluster at {address}"
+            result.fatal = f"could not {where} ({type(exc).__name__}: {str(exc).strip()[:300]})"
+            return result
         logging.getLogger("ray.data").setLevel(logging.INFO if verbose else logging.ERROR)
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False   # ours is on stderr already
@@ -172,6 +184,22 @@ def part_table(rows: list[dict]):
     } for r in rows], schema=schema)
 
 
+class _LazySink:
+    """The driver's own error rows (photos Ray cannot read), in a JSON-lines part opened on first use."""
+
+    def __init__(self, output: Output):
+        self.output, self._sink = output, None
+
+    def write(self, record: dict) -> None:
+        if self._sink is None:
+            self._sink = self.output.driver_sink()
+        self._sink.write(record)
+
+    def close(self) -> None:
+        if self._sink is not None:
+            self._sink.close()
+
+
 class _PartWatcher:
     """Counts the rows of each part as Ray finishes writing it, for the progress bar."""
 
@@ -211,6 +239,37 @@ class _PartWatcher:
             self.progress.update(len(ok))
             if self.result.failed:
                 self.progress.set_postfix(failed=self.result.failed, refresh=False)
+
+
+def _unreachable(address: str) -> str | None:
+    """Why nothing answers at a host:port address (ray.init would wait for minutes), or None."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if address in ("auto", "local") or "://" in address or not host or not port.isdigit():
+        return None  # Ray resolves these itself
+    try:
+        with socket.create_connection((host, int(port)), timeout=5):
+            return None
+    except OSError as exc:
+        return f"nothing answers there ({exc.strerror or exc}); is `ray start --head` running?"
+
+
+@contextlib.contextmanager
+def _silent_stderr(enabled: bool):
+    """File descriptor 2 to /dev/null (C++ writes there directly); Python exceptions still propagate."""
+    if not enabled:
+        yield
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _write(sink, progress, result: RunResult, record: dict) -> None:
