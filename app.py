@@ -5,6 +5,7 @@ computer can reach it); on a Space (SPACE_ID is set) it binds 0.0.0.0. Everythin
 """
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import signal
@@ -31,6 +32,9 @@ def main() -> None:
         settings = Settings.from_env()
     except ValueError as exc:  # a malformed environment variable: say which, no traceback
         _cannot_start(f"configuration error: {exc}")
+    if settings.mcp and importlib.util.find_spec("mcp") is None:
+        _cannot_start('ACNE_MCP=1 serves the analysis as an MCP tool, which needs Gradio\'s MCP extra: '
+                      'pip install "gradio[mcp]"')
     host, port = server_address()
     print("Acne Detection AI: loading models…", flush=True)
     try:

@@ -1,6 +1,7 @@
-"""`python -m acne analyze PATH...`: see acne/cli.py."""
+"""`python -m acne analyze PATH...` / `python -m acne batch INPUT...`: see acne/cli.py."""
 import sys
 
 from .cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # not when a `batch` worker process (spawn) imports this module
+    sys.exit(main())

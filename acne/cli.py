@@ -1,5 +1,6 @@
 """Command line: `python -m acne analyze PATH... [--json] [--overlay-dir D] [--mask-dir D]`, and
-`python -m acne analyze --views LEFT FRONT RIGHT [--json]`: one whole-face summary of up to three views.
+`python -m acne analyze --views LEFT FRONT RIGHT [--json]` (one whole-face summary of up to three views), and
+`python -m acne batch INPUT... --out results.jsonl|results.parquet` for many photos (acne/batch.py).
 
 Exit status: 0 every input analysed, 1 at least one input failed (the others are still reported),
 2 usage error or missing model weights (nothing analysed).
@@ -42,12 +43,19 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--grader", metavar="DIR_OR_HUB_ID", help="grader model (overrides ACNE_GRADER)")
     analyze.add_argument("--seg-size", type=int, metavar="N", help="long side fed to the segmenter (ACNE_SEG_SIZE)")
     analyze.add_argument("-v", "--verbose", action="store_true", help="log model loading and timings")
+    from .batch import add_batch_parser
+
+    add_batch_parser(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "batch":
+        from .batch import main as batch_main
+
+        return batch_main(args, parser)
     if args.command != "analyze":
         parser.print_help(sys.stderr)
         return EXIT_USAGE
@@ -172,13 +180,16 @@ def _expand(paths: list[str]) -> list[Path]:
     return out
 
 
-def _analyze_one(analyzer, path: Path, args, used_stems: dict[str, int]) -> dict:
+def _analyze_one(analyzer, path: Path, args, used_stems: dict[str, int], *, source=None,
+                 stem: str | None = None) -> dict:
+    """One JSON record of the --json contract. `source` (the file's bytes) replaces reading `path`,
+    `stem` the name its overlay and mask get (acne/batch.py decides both ahead)."""
     from .imaging import InvalidImageError, mask_to_png_array, save_png
 
-    if path.is_dir():
+    if source is None and path.is_dir():
         return {"file": str(path), "ok": False, "error": f"The folder {path.name} holds no image files."}
     try:
-        analysis = analyzer.run(path)
+        analysis = analyzer.run(path if source is None else source)
     except InvalidImageError as exc:
         return {"file": str(path), "ok": False, "error": str(exc)}
     except Exception as exc:  # noqa: BLE001 - one bad input must not stop the others
@@ -187,7 +198,7 @@ def _analyze_one(analyzer, path: Path, args, used_stems: dict[str, int]) -> dict
                 "error": f"Internal error while analysing this image ({type(exc).__name__}: {exc})."}
     record = {"file": str(path), "ok": True, **analysis.report.to_dict()}
     if args.overlay_dir or args.mask_dir:
-        stem = _unique_stem(path.stem, used_stems)
+        stem = stem or _unique_stem(path.stem, used_stems)
         try:
             if args.overlay_dir:
                 overlay = analysis.overlay(boxes=args.boxes)

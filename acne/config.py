@@ -90,6 +90,7 @@ class Settings:
     concurrency: int = 1
     time_limit: float = 120.0      # seconds per analysis or chat answer in the web app
     cache_ttl: int = 1800          # seconds before the web app deletes leftover temp files
+    mcp: bool = False              # also serve the analysis as an MCP tool (Gradio's mcp_server; gradio[mcp])
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -121,4 +122,5 @@ class Settings:
             concurrency=_int("ACNE_CONCURRENCY", cls.concurrency),
             time_limit=_float("ACNE_TIME_LIMIT", cls.time_limit),
             cache_ttl=_int("ACNE_CACHE_TTL", cls.cache_ttl),
+            mcp=_bool("ACNE_MCP", cls.mcp),
         )

@@ -1,7 +1,8 @@
 """Photos in, RGB arrays out: decoding, EXIF orientation, validation and cheap quality checks.
 
 Every refusal is an `InvalidImageError` whose message can be shown to a user as it is.
-Animated files (GIF, APNG, animated WebP) are accepted: the first frame is analysed.
+Animated files (GIF, APNG, animated WebP) are accepted: the first frame is analysed. HEIC/HEIF (the
+iPhone default) is decoded through pillow-heif when it is installed (it is in requirements.txt).
 """
 from __future__ import annotations
 
@@ -18,7 +19,15 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 ImageSource = Union[str, Path, bytes, bytearray, memoryview, Image.Image, np.ndarray]
 
-SUPPORTED = "JPEG, PNG, WebP, BMP, TIFF, GIF or AVIF"
+try:  # HEIC/HEIF: Pillow reads them once pillow-heif registers its opener (header first, like any format)
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    HEIF_SUPPORTED = True
+except ImportError:  # pragma: no cover - pillow-heif is in requirements.txt
+    HEIF_SUPPORTED = False
+
+SUPPORTED = "JPEG, PNG, WebP, HEIC, BMP, TIFF, GIF or AVIF" if HEIF_SUPPORTED else "JPEG, PNG, WebP, BMP, TIFF, GIF or AVIF"
 MAX_PIXELS = 50_000_000
 MIN_SIDE = 64
 
@@ -184,8 +193,12 @@ def _unsupported_message(data: bytes) -> str:
     if data[4:8] == b"ftyp":
         brand = data[8:12].decode("ascii", "replace").strip()
         if brand in ("heic", "heix", "hevc", "hevx", "heim", "heis", "mif1", "msf1"):
-            return ("This is a HEIC/HEIF photo (the iPhone default), which is not supported. Please "
-                    "convert it to JPEG first (on an iPhone: Settings > Camera > Formats > Most Compatible).")
+            if HEIF_SUPPORTED:  # pillow-heif could not even read its header
+                return ("This HEIC/HEIF photo is damaged or incomplete and could not be decoded. Please "
+                        "try the original photo again or save it anew as JPEG.")
+            return ("This is a HEIC/HEIF photo (the iPhone default), which this installation cannot read "
+                    "(the pillow-heif package is missing). Please convert it to JPEG first (on an iPhone: "
+                    "Settings > Camera > Formats > Most Compatible).")
         return f"This is a video or an unsupported image format ({brand!r}). Please upload a photo ({SUPPORTED})."
     if head.startswith(b"%PDF"):
         return f"This is a PDF document, not a photo. Please upload a photo ({SUPPORTED})."

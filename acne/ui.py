@@ -599,6 +599,8 @@ def launch_kwargs(settings: Settings) -> dict[str, Any]:
         "footer_links": ["api"],
         # Refuses file references the upload route did not create, before Gradio reads them.
         "app_kwargs": {"middleware": [GUARD.middleware()]},
+        # ACNE_MCP=1: an MCP server at /gradio_api/mcp/, tool analyze_photo (acne/mcp_tool.py; gradio[mcp])
+        "mcp_server": bool(settings.mcp),
     }
 
 
@@ -747,6 +749,16 @@ class WebApp:
         data: bytes | None = None
         try:
             data = self._read_upload(photo)
+            return self.analyze_bytes(data)
+        except UserFacingError as exc:
+            raise gr.Error(html.escape(str(exc)), title="Cannot analyse this photo", print_exception=False) from None
+        finally:
+            self.files.delete_upload(photo, data)
+
+    def analyze_bytes(self, data: bytes) -> tuple[dict, str]:
+        """Analyse a photo's bytes: the report JSON and the path of the full-size overlay PNG (API, MCP).
+        Raises gr.Error with a plain message when the photo cannot be analysed."""
+        try:
             analysis = self._analyse(data)
             overlay = _save_png(self.files.new_dir("api"), "overlay", analysis.overlay())
         except UserFacingError as exc:
@@ -756,7 +768,6 @@ class WebApp:
             raise gr.Error("Something went wrong while analysing this photo. Please try another photo.",
                            print_exception=False) from None
         finally:
-            self.files.delete_upload(photo, data)
             self.files.sweep()
         return analysis.report.to_dict(), overlay
 
@@ -939,6 +950,10 @@ def build_demo(analyzer: "Analyzer", assistant: "Assistant | None" = None,
                          api_description="Analyse one photo: returns the report (JSON) and the lesion overlay (PNG).")
         progress.api()   # /analyze_views: several views of one face -> the whole-face summary
         progress.wire(demo, tabs)
+        if settings.mcp:  # ACNE_MCP=1: the analysis as an MCP tool (acne/mcp_tool.py)
+            from acne.mcp_tool import add_mcp_tool
+
+            add_mcp_tool(app)
 
         demo.unload(app.on_unload)
 

@@ -75,6 +75,20 @@ def with_gps(image: Image.Image, owner: str = "Jane Example") -> bytes:
     return encode(image, "JPEG", exif=exif.tobytes(), quality=90)
 
 
+def heic(image: Image.Image, orientation: int | None = None, quality: int = 80) -> bytes:
+    """An iPhone-style HEIC photo, written with pillow-heif (optionally with an EXIF orientation)."""
+    import pillow_heif
+
+    exif = None
+    if orientation is not None:
+        tags = Image.Exif()
+        tags[0x0112] = orientation
+        exif = tags.tobytes()
+    buf = io.BytesIO()
+    pillow_heif.from_pillow(image).save(buf, quality=quality, exif=exif)
+    return buf.getvalue()
+
+
 def corpus(example_photo: Path) -> dict[str, Case]:
     photo = Image.open(example_photo).convert("RGB")
     photo.load()
@@ -99,7 +113,9 @@ def corpus(example_photo: Path) -> dict[str, Case]:
         "one_pixel.png": Case(encode(Image.new("RGB", (1, 1)), "PNG"), "too small"),
         "thirty_pixels.png": Case(encode(small.resize((30, 30)), "PNG"), "too small"),
         "bomb.png": Case(png_with_declared_size(60_000, 60_000), "too large"),
-        "heic_renamed.jpg": Case(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 200, "HEIC"),
+        # a HEIC header with nothing behind it (real HEIC photos are decoded: iphone.heic below)
+        "heic_renamed.jpg": Case(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 200,
+                                 "HEIC/HEIF photo is damaged"),
         "svg_renamed.png": Case(b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="200" '
                                 b'height="200"><circle r="50"/></svg>', "SVG"),
         "pdf_renamed.jpg": Case(b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer\n%%EOF\n", "PDF"),
@@ -109,6 +125,7 @@ def corpus(example_photo: Path) -> dict[str, Case]:
         "palette_transparent.png": Case(encode(palette, "PNG"), size=(sw, sh)),
         "animated.gif": Case(animated.getvalue(), size=(sw, sh)),
         "photo.webp": Case(encode(small, "WEBP", quality=85), size=(sw, sh)),
+        "iphone.heic": Case(heic(small, orientation=6), size=(sh, sw)),   # turned upright like a phone's
         "exif_orientation_6.jpg": Case(with_orientation(small, 6), size=(sh, sw)),
         "exif_orientation_8.jpg": Case(with_orientation(small, 8), size=(sh, sw)),
         "grayscale.jpg": Case(encode(small.convert("L"), "JPEG"), size=(sw, sh), graded=False),

@@ -44,7 +44,7 @@ PROFILE_MARKER = f"profile-marker-{uuid.uuid4().hex[:8]}"
 CORPUS_NAMES = [
     "empty.jpg", "text_renamed.jpg", "truncated.jpg", "bad_crc.png", "one_pixel.png", "thirty_pixels.png",
     "bomb.png", "heic_renamed.jpg", "svg_renamed.png", "pdf_renamed.jpg", "sixteen_bit.png", "cmyk.jpg",
-    "palette_transparent.png", "animated.gif", "photo.webp", "exif_orientation_6.jpg", "exif_orientation_8.jpg",
+    "palette_transparent.png", "animated.gif", "photo.webp", "iphone.heic", "exif_orientation_6.jpg", "exif_orientation_8.jpg",
     "grayscale.jpg", "all_black.png", "all_white.png", "landscape.jpg"]
 LEAK_MARKERS = ("Traceback", 'File "', "Error:", "/tmp/", "site-packages", "Exception")
 

@@ -44,7 +44,7 @@ def corpus_dir(tmp_path_factory) -> Path:
 
 
 def test_the_corpus_has_every_kind_of_issue_8():
-    assert len(REFUSED) == 10 and len(ANALYSED) == 11
+    assert len(REFUSED) == 10 and len(ANALYSED) == 12
 
 
 # --------------------------------------------------------------------------- Python: load_image
