@@ -28,6 +28,9 @@ except ImportError:  # pragma: no cover - pillow-heif is in requirements.txt
     HEIF_SUPPORTED = False
 
 SUPPORTED = "JPEG, PNG, WebP, HEIC, BMP, TIFF, GIF or AVIF" if HEIF_SUPPORTED else "JPEG, PNG, WebP, BMP, TIFF, GIF or AVIF"
+# ImageNet normalisation (RGB, 0-1 scale): both embedded models and their training scripts use it.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 MAX_PIXELS = 50_000_000
 MIN_SIDE = 64
 

@@ -23,7 +23,7 @@ import torch
 
 from .errors import WeightsCorruptError, WeightsMissingError
 from .report import Lesion
-from . import runtime
+from . import imaging, runtime
 from .runtime import Lazy
 
 log = logging.getLogger(__name__)
@@ -31,8 +31,8 @@ log = logging.getLogger(__name__)
 __all__ = ["build_unet", "LesionSegmenter", "Segmentation", "find_lesions", "render_overlay",
            "WeightsMissingError", "WeightsCorruptError"]
 
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+IMAGENET_MEAN = np.array(imaging.IMAGENET_MEAN, dtype=np.float32)
+IMAGENET_STD = np.array(imaging.IMAGENET_STD, dtype=np.float32)
 _MEAN_255 = IMAGENET_MEAN * 255
 _STD_255 = IMAGENET_STD * 255
 PAD_MULTIPLE = 32  # UNet-ResNet34 downsamples 5 times: sizes divisible by 32 keep the skips aligned

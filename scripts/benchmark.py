@@ -48,8 +48,6 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 VALID_DIR = Path(os.environ.get("ACNE04_DIR", ROOT.parent / "shared" / "data" / "acne04")) / "images" / "valid"
 WORK_DIR = ROOT / "runs" / "benchmark"

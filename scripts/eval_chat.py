@@ -7,19 +7,32 @@ every red-flag question sent to a doctor, and the time per answer.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import statistics
 import sys
 import time
 from collections import Counter
 from pathlib import Path
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(PROJECT_DIR), str(PROJECT_DIR / "tests")]
+from acne.chat import offline
+from acne.report import GraderResult, Lesion, Report
 
-from chat_questions import DECLINE, HELD_OUT, QUESTIONS, RED_FLAG, RETRIEVAL, Question  # noqa: E402
+QUESTION_SET = Path(__file__).resolve().parent.parent / "tests" / "chat_questions.py"
 
-from acne.chat import offline  # noqa: E402
-from acne.report import GraderResult, Lesion, Report  # noqa: E402
+
+def _question_set():
+    """tests/chat_questions.py, loaded by path: the question set is test data, not part of the package."""
+    spec = importlib.util.spec_from_file_location("chat_questions", QUESTION_SET)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module   # its dataclasses look their module up while being created
+    spec.loader.exec_module(module)
+    return module
+
+
+_questions = _question_set()
+DECLINE, HELD_OUT, QUESTIONS, RED_FLAG, RETRIEVAL, Question = (
+    _questions.DECLINE, _questions.HELD_OUT, _questions.QUESTIONS, _questions.RED_FLAG, _questions.RETRIEVAL,
+    _questions.Question)
 
 DECLINED = ("I can only help with acne and skin care", "I can't change how I work")
 DOCTOR_WORDS = ("doctor", "dermatologist", "pharmacist", "midwife")

@@ -12,17 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
 
 import acne  # noqa: E402
 from acne.reframe import FramingCase, framing_figures  # noqa: E402
-from acne04 import load_split, read_rgb  # noqa: E402
+from acne.acne04 import load_split, read_rgb  # noqa: E402
 
 
 def main() -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -19,10 +18,8 @@ import numpy as np
 import torch
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent))
-from acne04 import load_split, read_rgb  # noqa: E402
-from metrics import classification_figures  # noqa: E402
+from acne.acne04 import load_split, read_rgb  # noqa: E402
+from acne.metrics import classification_figures  # noqa: E402
 
 GRADE_NAMES = ("0 Clear", "1 Mild", "2 Moderate", "3 Severe")
 

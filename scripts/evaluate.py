@@ -17,18 +17,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
 
-from acne04 import ellipse_mask, load_split, read_rgb  # noqa: E402
-from metrics import classification_figures, dice_iou, hayashi_band, match_lesions, prf  # noqa: E402
+from acne.acne04 import ellipse_mask, load_split, read_rgb  # noqa: E402
+from acne.metrics import classification_figures, dice_iou, hayashi_band, match_lesions, prf  # noqa: E402
 
 # Centre peaks of a CenterNet-style head sit low (0.05-0.1 here): a fine grid there, a coarse one above.
 THRESHOLDS = [round(0.02 + 0.005 * i, 3) for i in range(27)] + [round(0.05 * i, 2) for i in range(4, 17)]  # 0.02 .. 0.80

@@ -32,10 +32,8 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent))
-from acne04 import load_split, read_rgb  # noqa: E402
-from metrics import classification_figures  # noqa: E402
+from acne.acne04 import load_split, read_rgb  # noqa: E402
+from acne.metrics import classification_figures  # noqa: E402
 from train_grader import N_FOLDS, TrainSet, cache_dir, fit_head, head_logits  # noqa: E402
 
 from acne import runtime  # noqa: E402

@@ -28,9 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from metrics import classification_figures  # noqa: E402
+from acne.metrics import classification_figures  # noqa: E402
 
 from acne.count_model import (CountGraderConfig, DensityHead, Dinov2ForLesionCountGrading,  # noqa: E402
                               grade_logits)
@@ -326,7 +324,7 @@ def save_density_model(args, init: str, net: DensityTrainer, slope: float, edges
 
 def verify_saved(out: Path, ref_counts: np.ndarray, records, n: int) -> dict:
     """Reload through the app's loading code (fp16 -> fp32) and compare counts with the training pipeline."""
-    from acne04 import read_rgb
+    from acne.acne04 import read_rgb
 
     from acne.grading import SeverityGrader
 

@@ -27,9 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from metrics import classification_figures  # noqa: E402
+from acne.metrics import classification_figures  # noqa: E402
 
 from acne.severity import HAYASHI_BANDS  # noqa: E402
 
@@ -45,7 +43,7 @@ OFFSET0 = [0.0, -1.1, -5.2, -15.3]
 def load_photos(records, size: int) -> np.ndarray:
     """uint8 N x size x size x 3, resized as the saved image processor does (torchvision backend: antialiased
     bicubic on uint8), so training sees the pixels inference will see."""
-    from acne04 import read_rgb
+    from acne.acne04 import read_rgb
 
     out = np.empty((len(records), size, size, 3), np.uint8)
     for i, r in enumerate(records):

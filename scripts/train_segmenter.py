@@ -16,7 +16,6 @@ import json
 import logging
 import math
 import random
-import sys
 import time
 from pathlib import Path
 
@@ -27,9 +26,8 @@ import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from acne04 import ellipse_mask, load_split, read_rgb  # noqa: E402
-from metrics import dice_iou, hayashi_band, match_lesions, prf  # noqa: E402
+from acne.acne04 import ellipse_mask, load_split, read_rgb  # noqa: E402
+from acne.metrics import dice_iou, hayashi_band, match_lesions, prf  # noqa: E402
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
 STD = np.array([0.229, 0.224, 0.225], np.float32) * 255

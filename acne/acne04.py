@@ -1,4 +1,4 @@
-"""ACNE04 (640 x 640 export) for the training and evaluation scripts: records, masks, splits.
+"""ACNE04 (640 x 640 export) for training and evaluation (scripts/): records, masks, splits.
 
 The data set is read from ../shared/data/acne04 (or ACNE04_DIR); it is never copied into the repo.
 Lesion masks are derived from the boxes as filled inscribed ellipses (the data set has no pixel masks).
