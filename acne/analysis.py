@@ -3,47 +3,54 @@
     photo -> region (face, skin patch or the whole close-up; none: no grade) -> segmenter and grader on
     the region -> lesions on skin, back in photo pixels -> Report
 
-The models load once (load_analyzer); Analyzer.run only runs them.
+load_analyzer builds the models once and turns them into runners (acne.fastpath); Analyzer.run only runs them.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Callable
 
 import cv2
 import numpy as np
 
-from . import runtime
-from .config import Settings
+from . import fastpath, runtime
+from .config import PROJECT_DIR, Settings
 from .errors import WeightsMissingError
-from .grading import SeverityGrader
+from .grader import SeverityGrader, fixed_input_example
 from .imaging import ImageSource, load_image, quality_warnings
+from .lesions import render_overlay, to_photo
+from .models import cards, load_classifier, load_unet
 from .region import Region, RegionFinder, region_warnings
-from .report import GRADED, NOT_ASSESSED, UNRELIABLE, Lesion, Report
-from .segmentation import LesionSegmenter, Segmentation, render_overlay
-from .severity import CLASSES, CountCombiner, class_scores, count_grade, recommendations
+from .report import GRADED, NOT_ASSESSED, UNRELIABLE, GraderResult, Report
+from .segmenter import LesionSegmenter, Segmentation
+from .severity import CLASSES, class_scores, count_grade, recommendations
 
 log = logging.getLogger(__name__)
 
 REGION_COLOUR = (40, 200, 255)   # the analysed region's outline (RGB): light blue, apart from the red lesions
+PROBE_PHOTO = PROJECT_DIR / "images" / "examples" / "acne04_valid_grade2_0.jpg"   # what `auto` times
 
 
 @dataclass
 class Analysis:
+    """One analysed photo. It holds the photo and the analysed crop for the length of the request only."""
     report: Report
     image: np.ndarray          # HxWx3 uint8 RGB, EXIF-oriented: the whole photo
     mask: np.ndarray           # HxW bool lesion pixels (only inside the region, on skin)
     probability: np.ndarray    # HxW float32 lesion probability (0 outside the region)
     region: Region
+    crop: np.ndarray | None = None          # the region's pixels the models read (None: not assessed)
+    density: np.ndarray | None = None       # the counting grader's density map from the same forward pass
+    explainer: Callable | None = field(default=None, repr=False)   # SeverityGrader.explain
 
     def overlay(self, alpha: float = 0.45, boxes: bool = False, outline: bool = True) -> np.ndarray:
         """The whole photo with the lesion mask tinted and outlined (optionally each lesion's box), and
-        the analysed region outlined when it is not the whole photo."""
+        the analysed region outlined when it is not the whole photo. Returns a new RGB array."""
         image = render_overlay(self.image, self.mask, self.report.lesions if boxes else None, alpha=alpha)
         if outline and self.region.found_by in ("face", "skin"):
             x0, y0, x1, y1 = self.region.box
@@ -51,35 +58,69 @@ class Analysis:
             cv2.rectangle(image, (x0, y0), (x1 - 1, y1 - 1), REGION_COLOUR, thickness, cv2.LINE_AA)
         return image
 
+    def heatmap(self) -> np.ndarray:
+        """Where the grader looked: HxW float32 in 0..1 over the whole photo, 0 outside the analysed region
+        (and everywhere when the photo was not assessed). The counting grader's density map comes from
+        the analysis's own forward pass; other graders are explained now, on the analysed crop."""
+        heat = np.zeros(self.image.shape[:2], np.float32)
+        if self.crop is not None and self.explainer is not None:
+            x0, y0, x1, y1 = self.region.box
+            heat[y0:y1, x0:x1] = self.explainer(self.crop, self.density)
+        return heat
+
 
 class Analyzer:
+    """Runs the region finder and both models on photos. Made by load_analyzer.
+
+    Args:
+        segmenter, grader, regions: ready runners of the three models.
+        max_pixels: larger photos are refused (acne.imaging.load_image).
+        threads: inference threads of this process.
+        parallel: run the segmenter and the grader side by side, each on half the threads.
+        choice: how the fast path was chosen (acne.fastpath.Choice), for describe().
+    """
+
     def __init__(self, segmenter: LesionSegmenter, grader: SeverityGrader, regions: RegionFinder, *,
-                 max_pixels: int = 50_000_000,
-                 combiner: CountCombiner | None = None, parallel_threads: int = 0, threads: int = 0):
-        self.segmenter = segmenter
-        self.grader = grader
-        self.regions = regions
+                 max_pixels: int = 50_000_000, threads: int = 1, parallel: bool = False,
+                 choice: fastpath.Choice | None = None):
+        self.segmenter, self.grader, self.regions = segmenter, grader, regions
         self.max_pixels = max_pixels
-        self.combiner = combiner   # severity from grader scores + lesion count, when fitted for these weights
-        # parallel_threads > 0: both models run at once, each in a worker thread on that many threads.
-        # OpenMP thread counts are per thread (and new threads copy the last one set anywhere), so work
-        # run in the caller's thread, the heat map, asks for all `threads` again.
-        self._threads = threads
-        self._pool = None if parallel_threads <= 0 else ThreadPoolExecutor(
-            2, thread_name_prefix="acne-model", initializer=runtime.pin_torch_threads, initargs=(parallel_threads,))
+        self.threads = threads
+        self.choice = choice or fastpath.Choice(segmenter.backend, parallel, "forced")
+        # OpenMP thread counts are per thread (new threads copy the last one set anywhere): each worker
+        # pins its share once; work in the caller's thread (the heat map) asks for all threads again.
+        self._pool = None if not parallel else ThreadPoolExecutor(
+            2, thread_name_prefix="acne-model", initializer=runtime.pin_torch_threads,
+            initargs=(max(1, threads // 2),))
 
     def __repr__(self) -> str:
         return f"Analyzer(segmenter={self.segmenter.name!r}, grader={self.grader.name!r})"
 
     @property
     def parallel(self) -> bool:
-        """Do the segmenter and the grader run at the same time (ACNE_PARALLEL)?"""
+        """Do the segmenter and the grader run side by side?"""
         return self._pool is not None
 
-    def run(self, image: ImageSource) -> Analysis:
-        """Analyse one photo (path, bytes, PIL image or RGB array). Raises InvalidImageError on bad input.
+    def describe(self) -> dict:
+        """What the UI shows about the models, so it never opens weight folders.
 
-        Returns an Analysis: the Report, and the photo with its lesion mask and probability map.
+        Returns:
+            {"segmenter": {"name", "short_name", "input_size", "figures_markdown"}, "grader": {same keys},
+             "backend": the runner in use ("torch", "bf16" or "onnx"), "parallel": bool}
+        """
+        return {"segmenter": cards.card(self.segmenter.name, self.segmenter.input_size),
+                "grader": cards.card(self.grader.name, self.grader.input_size),
+                "backend": self.segmenter.backend, "parallel": self.parallel}
+
+    def run(self, image: ImageSource) -> Analysis:
+        """Analyse one photo.
+
+        Args:
+            image: a path, bytes, PIL image or HxWx3 uint8 RGB array.
+        Returns:
+            an Analysis: the Report, the photo with its lesion mask and probability map, and heatmap().
+        Raises:
+            InvalidImageError: unreadable, empty or too large input.
         """
         t0 = time.perf_counter()
         rgb = load_image(image, max_pixels=self.max_pixels)
@@ -89,18 +130,10 @@ class Analyzer:
         if not region.found:
             return self._not_assessed(rgb, region, {"decode": _ms(t0, t1), "region": _ms(t1, t2)})
         crop = region.crop(rgb)
-        if self._pool is None:
-            segmentation, segment_ms, warnings = self._segment(crop)
-            graded, grade_ms = _timed(self.grader.predict, crop)
-        else:  # both read the crop, neither writes it
-            segmenting = self._pool.submit(self._segment, crop)
-            graded, grade_ms = self._pool.submit(_timed, self.grader.predict, crop).result()
-            segmentation, segment_ms, warnings = segmenting.result()
-        t3 = time.perf_counter()
-        lesions, mask, probability = _to_photo(segmentation, region, rgb.shape)
-        severity_scores, source = class_scores(graded.level_scores), "grader"
-        if self.combiner is not None:
-            severity_scores, source = self.combiner.scores(severity_scores, len(lesions)), "grader+count"
+        segmentation, (graded, density), model_ms = self.run_models(crop)
+        warnings = quality_warnings(crop)
+        lesions, mask, probability = to_photo(segmentation, region, rgb.shape)
+        severity_scores = class_scores(graded.level_scores)
         severity = max(CLASSES, key=lambda name: severity_scores[name])
         report = Report(
             image_size=(int(rgb.shape[1]), int(rgb.shape[0])),
@@ -112,7 +145,6 @@ class Analyzer:
             count_grade=count_grade(len(lesions)),
             region=region.to_dict(),
             assessment=UNRELIABLE if region.too_small else GRADED,
-            severity_source=source,
             recommendations=recommendations(severity),
             quality_warnings=region_warnings(region) + warnings,
         )
@@ -120,13 +152,62 @@ class Analyzer:
         report.timings_ms = {
             "decode": _ms(t0, t1),
             "region": _ms(t1, t2),
-            "segment": segment_ms,
+            "segment": model_ms["segment"],   # per model; side by side, segment and grade overlap in `models`
             "postprocess": round(segmentation.timings_ms.get("postprocess", 0.0), 1),  # part of segment
-            "grade": grade_ms,       # overlaps segment when the models run in parallel
-            "models": _ms(t2, t3),   # wall time of segment + grade
+            "grade": model_ms["grade"],
+            "models": model_ms["models"],     # wall time of both models
             "total": _ms(t0, t4),
         }
-        return Analysis(report=report, image=rgb, mask=mask, probability=probability, region=region)
+        return Analysis(report=report, image=rgb, mask=mask, probability=probability, region=region,
+                        crop=crop, density=density, explainer=self._explain)
+
+    def analyze(self, image: ImageSource) -> Report:
+        """Analyse one photo (as `run`); returns only its Report."""
+        return self.run(image).report
+
+    def explain(self, image: ImageSource) -> np.ndarray:
+        """The heat map of `run(image).heatmap()`: HxW float32 in 0..1 over the whole photo."""
+        return self.run(image).heatmap()
+
+    def run_models(self, crop: np.ndarray) -> tuple[Segmentation, tuple[GraderResult, np.ndarray | None], dict]:
+        """Both models on a region's crop, one after the other or side by side.
+
+        Returns:
+            (Segmentation, (GraderResult, density map or None), {"segment", "grade", "models"} in ms:
+            per-model times and the wall time of both).
+        """
+        start = time.perf_counter()
+        if self._pool is None:
+            segmentation, segment_ms = self._segment(crop)
+            graded, grade_ms = self._grade(crop)
+        else:  # side by side; both read the crop, neither writes it
+            segmenting = self._pool.submit(self._segment, crop)
+            grading = self._pool.submit(self._grade, crop)
+            segmentation, segment_ms = segmenting.result()
+            graded, grade_ms = grading.result()
+        return segmentation, graded, {"segment": segment_ms, "grade": grade_ms,
+                                      "models": _ms(start, time.perf_counter())}
+
+    def close(self) -> None:
+        """Stop the worker threads of side-by-side mode (the Analyzer still runs, one model after the other)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def _segment(self, crop: np.ndarray) -> tuple[Segmentation, float]:
+        start = time.perf_counter()
+        segmentation = self.segmenter.predict(crop)
+        return segmentation, _ms(start, time.perf_counter())
+
+    def _grade(self, crop: np.ndarray) -> tuple[tuple[GraderResult, np.ndarray | None], float]:
+        start = time.perf_counter()
+        graded = self.grader.grade(crop)
+        return graded, _ms(start, time.perf_counter())
+
+    def _explain(self, crop: np.ndarray, density: np.ndarray | None) -> np.ndarray:
+        if self._pool is not None:
+            runtime.set_torch_threads(self.threads)
+        return self.grader.explain(crop, density)
 
     def _not_assessed(self, rgb: np.ndarray, region: Region, timings: dict) -> Analysis:
         # Neither model runs: a grade of a wall or a landscape would be a verdict we cannot stand behind.
@@ -142,125 +223,101 @@ class Analyzer:
         return Analysis(report=report, image=rgb, mask=np.zeros((h, w), bool),
                         probability=np.zeros((h, w), np.float32), region=region)
 
-    def _segment(self, rgb: np.ndarray):
-        # The photo-quality checks ride with the segmenter: in parallel they run while the (slower) grader does.
-        segmentation, ms = _timed(self.segmenter.predict, rgb)
-        return segmentation, ms, quality_warnings(rgb)
-
-    def analyze(self, image: ImageSource) -> Report:
-        return self.run(image).report
-
-    def explain(self, image: ImageSource) -> np.ndarray:
-        """HxW float32 heat map in 0..1 of what the grader looked at, over the whole oriented photo (0
-        outside the analysed region, and everywhere when the photo could not be assessed)."""
-        if self._pool is not None and self._threads:
-            runtime.set_torch_threads(self._threads)
-        rgb = load_image(image, max_pixels=self.max_pixels)
-        region = self.regions.find(rgb)
-        heat = np.zeros(rgb.shape[:2], np.float32)
-        if region.found:
-            x0, y0, x1, y1 = region.box
-            heat[y0:y1, x0:x1] = self.grader.explain(region.crop(rgb))
-        return heat
-
 
 def load_analyzer(settings: Settings | None = None, **overrides) -> Analyzer:
-    """Load both models once. `overrides` replace Settings fields, e.g. load_analyzer(segmenter="dir").
+    """Build the models once and choose how they run.
 
-    Raises WeightsMissingError naming every missing model (segmenter and grader) and how to get it.
+    Args:
+        settings: Settings (default: Settings.from_env()).
+        overrides: replace Settings fields, e.g. load_analyzer(segmenter="dir", backend="onnx").
+    Returns:
+        a ready Analyzer. With backend or parallel "auto", the first start on a machine times the
+        candidates on a probe photo (a few seconds; acne.fastpath.choose) and later starts reuse the choice.
+    Raises:
+        WeightsMissingError: naming every missing model (segmenter, grader, face detector) and how to get it.
+        ValueError: an unknown ACNE_BACKEND or ACNE_PARALLEL.
     """
     settings = settings or Settings.from_env()
     if overrides:
         settings = dataclasses.replace(settings, **overrides)
-    # Threads that suit the machine (a 2-CPU container must not run 16 threads), and ONNX Runtime
-    # when it is installed: both compute the same fp32 numbers as plain PyTorch.
+    # Threads that suit the machine: a 2-CPU container must not run 16 threads.
     threads = runtime.resolve_threads(settings.torch_threads)
-    backend = runtime.resolve_backend(settings.backend)
-    per_model = runtime.parallel_threads(settings.parallel, threads, backend)
+    backends = fastpath.candidates(settings.backend)
+    parallels = fastpath.parallel_modes(settings.parallel, threads)
     runtime.set_torch_threads(threads)
-    options = {"backend": backend, "cache_dir": settings.cache_dir, "threads": per_model or threads}
 
     problems: list[str] = []
-    segmenter = grader = None
-    try:
-        segmenter = LesionSegmenter.from_pretrained(
-            settings.segmenter, size=settings.seg_size, threshold=settings.seg_threshold, **options)
-    except WeightsMissingError as exc:
-        problems.append(f"Lesion segmenter: {exc}")
-    try:
-        grader = SeverityGrader.load(settings.grader, fallback=settings.grader_fallback, int8=settings.int8,
-                                     **options)
-    except WeightsMissingError as exc:
-        problems.append(f"Severity grader: {exc}")
-    regions = None
-    try:
-        regions = RegionFinder.from_pretrained(settings.face_detector)
-    except WeightsMissingError as exc:
-        problems.append(f"Face detector: {exc}")
+    unet = classifier = regions = None
+    for what, load in (("Lesion segmenter", lambda: load_unet(settings.segmenter)),
+                       ("Severity grader", lambda: load_classifier(settings.grader, fallback=settings.grader_fallback,
+                                                                   cache_dir=settings.cache_dir)),
+                       ("Face detector", lambda: RegionFinder.from_pretrained(settings.face_detector))):
+        try:
+            built = load()
+        except WeightsMissingError as exc:
+            problems.append(f"{what}: {exc}")
+            continue
+        unet, classifier, regions = ((built, classifier, regions) if what == "Lesion segmenter" else
+                                     (unet, built, regions) if what == "Severity grader" else (unet, classifier, built))
     if problems:
         raise WeightsMissingError("Model weights are missing or unreadable.\n" + "\n".join(
             f"- {problem}" for problem in problems))
-    analyzer = Analyzer(segmenter, grader, regions, max_pixels=settings.max_pixels,
-                        combiner=_load_combiner(settings.combiner, segmenter, grader), parallel_threads=per_model,
-                        threads=threads)
-    log.info("Loaded %r (%s)", analyzer,
-             f"in parallel, {per_model} thread(s) each" if per_model else f"{threads} threads")
+
+    grader_example = fixed_input_example(classifier) if "onnx" in backends else None
+    runners: dict = {}
+
+    def runner(model, backend: str, model_threads: int):
+        # ONNX Runtime sessions own their thread count; torch runners read it per calling thread.
+        if model is classifier and backend == "onnx" and grader_example is None:
+            backend = "torch"   # the input shape depends on the photo: an export would not cover it
+        key = (id(model), backend, model_threads if backend == "onnx" else 0)
+        if key not in runners:
+            example = grader_example if model is classifier else _unet_example(settings.seg_size or
+                                                                               unet.settings["input_size"])
+            runners[key] = fastpath.make_runner(model, backend, threads=model_threads, cache_dir=settings.cache_dir,
+                                                example=example)
+        return runners[key]
+
+    def build(backend: str, parallel: bool) -> Analyzer:
+        model_threads = max(1, threads // 2) if parallel else threads
+        segmenter = LesionSegmenter(unet, runner(unet, backend, model_threads), size=settings.seg_size,
+                                    threshold=settings.seg_threshold)
+        grader = SeverityGrader(classifier, runner(classifier, backend, model_threads))
+        return Analyzer(segmenter, grader, regions, max_pixels=settings.max_pixels, threads=threads,
+                        parallel=parallel)
+
+    probe = load_image(PROBE_PHOTO) if PROBE_PHOTO.is_file() else None
+
+    def measure(backend: str, parallel: bool):
+        analyzer = build(backend, parallel)
+        segmentation, (graded, _), model_ms = analyzer.run_models(probe)   # the probe photo is a close-up
+        analyzer.close()
+        scores = class_scores(graded.level_scores)
+        return model_ms["models"], SimpleNamespace(report=SimpleNamespace(severity=max(CLASSES, key=scores.get),
+                                                          severity_scores=scores, lesions=segmentation.lesions),
+                                   mask=segmentation.mask)
+
+    if probe is None:
+        backends, parallels = backends[:1], parallels[:1]   # nothing to time on: the plain choice
+    key = dict(fastpath.machine_key(threads), segmenter=unet.weights_key.get(), grader=classifier.weights_key.get(),
+               seg_size=settings.seg_size or unet.settings["input_size"])
+    choice = fastpath.choose(backends, parallels, measure, lambda ref, cand: runtime.agreement([(ref, cand)])["passed"],
+                             key=key, cache_dir=settings.cache_dir)
+    analyzer = build(choice.backend, choice.parallel)
+    analyzer.choice = choice
+    runners.clear()   # the candidates not chosen are freed
+    if choice.backend != "torch":   # the fp32 modules were the guard's reference: built again if ever needed
+        unet.module.release()
+        classifier.module.release()
+    log.info("Loaded %r (%s, %s)", analyzer, choice.backend,
+             f"side by side, {max(1, threads // 2)} thread(s) each" if choice.parallel else f"{threads} threads")
     return analyzer
 
 
-def _load_combiner(path: str | None, segmenter: LesionSegmenter, grader: SeverityGrader) -> CountCombiner | None:
-    """The fitted grader + count combination, if there is one for exactly these weights; else None (the
-    grader alone decides). An unusable file is logged, never fatal: the grader alone is a sound answer."""
-    if not path or path.strip().lower() in ("off", "none", "0", "false"):
-        return None
-    file = Path(path).expanduser()
-    if not file.is_file():
-        if file != Path(Settings.combiner):
-            log.warning("ACNE_COMBINER: %s does not exist; severity comes from the grader alone.", file)
-        return None
-    try:
-        data = json.loads(file.read_text())
-        combiner = CountCombiner.from_dict(data)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        log.warning("Severity combination %s is unreadable (%s); severity comes from the grader alone.",
-                    file, type(exc).__name__)
-        return None
-    loaded = {"grader": runtime.weights_fingerprint(grader.name),
-              "segmenter": runtime.weights_fingerprint(segmenter.name)}
-    if dict(combiner.fitted_on) != loaded:
-        log.info("Severity combination %s was fitted for other model weights: the grader alone decides.", file)
-        return None
-    return combiner
-
-
-def _to_photo(segmentation: Segmentation, region: Region, shape) -> tuple[list[Lesion], np.ndarray, np.ndarray]:
-    """The region's lesions that lie on skin, and the mask and probability map, in whole-photo pixels."""
-    x0, y0, x1, y1 = region.box
-    h, w = shape[:2]
-    # A close-up is what the segmenter was trained on, lesions anywhere in it included (the colour test
-    # misses inflamed and shadowed skin); in a face or skin region, skin keeps lesions off clothes and walls.
-    on_skin = (np.ones((y1 - y0, x1 - x0), bool) if region.found_by == "whole"
-               else region.skin_in(region.box, (w, h)))
-    lesions = []
-    for lesion in segmentation.lesions:
-        cx, cy = lesion.center
-        if on_skin[min(y1 - y0 - 1, int(cy)), min(x1 - x0 - 1, int(cx))]:
-            bx0, by0, bx1, by1 = lesion.box
-            lesions.append(dataclasses.replace(lesion, box=(bx0 + x0, by0 + y0, bx1 + x0, by1 + y0),
-                                               center=(round(cx + x0, 1), round(cy + y0, 1))))
-    mask = np.zeros((h, w), bool)
-    mask[y0:y1, x0:x1] = segmentation.mask & on_skin
-    if region.found_by == "whole":
-        return lesions, mask, segmentation.probability
-    probability = np.zeros((h, w), np.float32)
-    probability[y0:y1, x0:x1] = segmentation.probability
-    return lesions, mask, probability
-
-
-def _timed(fn, *args):
-    start = time.perf_counter()
-    result = fn(*args)
-    return result, _ms(start, time.perf_counter())
+def _unet_example(input_size: int) -> np.ndarray:
+    # The export's check input: a square at the padded input size (height and width stay dynamic).
+    side = -(-input_size // 32) * 32
+    return np.random.default_rng(0).standard_normal((1, 3, side, side), dtype=np.float32)
 
 
 def _ms(start: float, end: float) -> float:

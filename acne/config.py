@@ -62,18 +62,17 @@ class Settings:
     grader: str = DEFAULT_GRADER
     grader_fallback: str = str(WEIGHTS_DIR / "grader")
     face_detector: str = str(WEIGHTS_DIR / "face_detector")   # finds the face to analyse (acne/region.py)
-    combiner: str = str(WEIGHTS_DIR / "combination.json")  # grader scores + lesion count; "off" disables
     seg_size: int | None = None    # long side fed to the UNet; None: inference.json's input_size, else 640
     seg_threshold: float | None = None  # None: use the threshold stored with the weights
     torch_threads: int = 0         # inference threads (PyTorch and ONNX Runtime); 0: OMP_NUM_THREADS if set,
                                    # else the CPUs this process may use (cgroup-aware, see acne/runtime.py)
-    # Speed (acne/runtime.py)
-    backend: str = "auto"          # auto | bf16 | onnx | torch (see acne/runtime.py: resolve_backend)
-    parallel: str = "auto"         # auto | on | off: run the segmenter and the grader at once, each on half
-                                   # the threads; auto: on with 2+ threads on PyTorch backends
-    cache_dir: str | None = None   # exported ONNX models; None: $XDG_CACHE_HOME or ~/.cache, /acne-detection-ai
-    int8: bool = False             # int8 weights for the grader's linear layers (ONNX only); off until the
-                                   # accuracy guard (scripts/benchmark.py --guard) passes on the shipped weights
+    # Speed (acne/fastpath.py)
+    backend: str = "auto"          # auto | bf16 | onnx | torch; auto: the fastest that passes the accuracy
+                                   # guard, measured on first use and remembered per CPU, threads and weights
+    parallel: str = "auto"         # auto | on | off: run the segmenter and the grader side by side, each on
+                                   # half the threads; auto: measured with the backend
+    cache_dir: str | None = None   # exported ONNX models and the measured choice; None: $XDG_CACHE_HOME or
+                                   # ~/.cache, /acne-detection-ai
     # Chat
     openai_api_key: str | None = field(default=None, repr=False)  # never print the key
     openai_base_url: str | None = None
@@ -100,14 +99,12 @@ class Settings:
             grader=_env("ACNE_GRADER", cls.grader),
             grader_fallback=_env("ACNE_GRADER_FALLBACK", cls.grader_fallback),
             face_detector=_env("ACNE_FACE_DETECTOR", cls.face_detector),
-            combiner=_env("ACNE_COMBINER", cls.combiner),
             seg_size=_int("ACNE_SEG_SIZE", cls.seg_size),
             seg_threshold=_float("ACNE_SEG_THRESHOLD", -1.0) if _env("ACNE_SEG_THRESHOLD") else None,
             torch_threads=_int("ACNE_TORCH_THREADS", cls.torch_threads),
             backend=_env("ACNE_BACKEND", cls.backend),
             parallel=_env("ACNE_PARALLEL", cls.parallel),
             cache_dir=_env("ACNE_CACHE_DIR", cls.cache_dir),
-            int8=_bool("ACNE_INT8", cls.int8),
             openai_api_key=_env("OPENAI_API_KEY"),
             openai_base_url=_env("OPENAI_BASE_URL"),
             chat_model=_env("ACNE_CHAT_MODEL", cls.chat_model),

@@ -1,19 +1,14 @@
-"""Where the models run: PyTorch (fp32 or bfloat16) or ONNX Runtime, on how many threads, and the
-exported-model cache.
+"""The machinery under the fast path (acne.fastpath): threads, weight fingerprints, the exported-ONNX
+cache, and the accuracy guard.
 
-ONNX Runtime computes the same fp32 network as PyTorch, faster on small CPUs (and it is calmer when
-other processes compete for the cores). On CPUs with native bfloat16 (Intel AMX / AVX512-BF16)
-PyTorch in bfloat16 is 2-3x faster again; it rounds, so it is the default only because the accuracy
-guard holds on the shipped weights (scripts/benchmark.py --guard). ONNX models are exported once, on
-first load, into a cache folder keyed by the weights' contents, so later starts skip the export and
-even the PyTorch model build.
-`agreement()` is the accuracy guard: it checks that a fast path gives the answers of plain fp32.
+ONNX models are exported once, on first use, into a cache folder keyed by the weights' contents, so
+later starts skip the export and even the PyTorch model build. `agreement()` is the accuracy guard: it
+checks that a fast path gives the answers of plain fp32 PyTorch.
 """
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.util
 import io
 import logging
 import math
@@ -27,9 +22,8 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "bf16", "onnx", "torch")
 OPSET = 17
-EXPORT_FORMAT = "3"   # bump when the export recipe changes: old cache entries are then ignored
+EXPORT_FORMAT = "4"   # bump when the export recipe changes: old cache entries are then ignored
 
 # Accuracy guard: the fast path must agree with plain fp32 PyTorch (issue 7).
 GUARD = {"severity_agreement": 0.98, "mask_dice": 0.95, "count_within_1": 0.95}
@@ -49,6 +43,12 @@ class Lazy:
     @property
     def loaded(self) -> bool:
         return self._value is not None
+
+    def release(self) -> None:
+        """Drop the value (a factory builds it again on the next get()); a value given without a factory stays."""
+        if self._factory is not None:
+            with self._lock:
+                self._value = None
 
     def get(self):
         if self._value is None:
@@ -116,82 +116,6 @@ def pin_torch_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def parallel_threads(mode: str, threads: int, backend: str) -> int:
-    """Threads per model when the segmenter and the grader run at once, or 0 to run them one after the other.
-
-    Per-op threading gains little on small models: with the Hub's ViT-B/16 grader both models at once, one
-    core each, beat one after the other on two cores; with the offline DINOv2 grader it is about a tie
-    (scripts/benchmark.py, lever models_in_parallel). auto: on for PyTorch backends with 2+ threads; ONNX
-    Runtime sessions keep their own thread pools, so only on request there.
-    """
-    mode = (mode or "auto").strip().lower()
-    if mode not in ("auto", "on", "off"):
-        raise ValueError(f"ACNE_PARALLEL must be auto, on or off, got {mode!r}")
-    if mode == "off" or threads < 2 or (mode == "auto" and backend == "onnx"):
-        return 0
-    return threads // 2
-
-
-# --------------------------------------------------------------------------- backend
-
-def onnx_available() -> bool:
-    # onnxruntime runs the models; the onnx package is what torch's exporter writes them with.
-    return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx"))
-
-
-def native_bf16() -> bool:
-    """Does this CPU compute bfloat16 natively (AMX or AVX512-BF16)? Elsewhere bf16 is emulated: slow."""
-    global _NATIVE_BF16
-    if _NATIVE_BF16 is None:
-        try:
-            flags = set()
-            for line in Path("/proc/cpuinfo").read_text().splitlines():
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    break
-            _NATIVE_BF16 = bool(flags & {"amx_bf16", "avx512_bf16"})
-        except OSError:  # not Linux: no cheap, reliable check
-            _NATIVE_BF16 = False
-        if _NATIVE_BF16:
-            import torch
-
-            _NATIVE_BF16 = bool(torch.backends.mkldnn.is_available()
-                                and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return _NATIVE_BF16
-
-
-_NATIVE_BF16: bool | None = None
-
-
-def resolve_backend(requested: str = "auto") -> str:
-    """'auto' -> 'bf16' on CPUs with native bfloat16, else 'onnx' when ONNX Runtime is installed, else
-    'torch'. Raises ValueError on a bad name."""
-    name = (requested or "auto").strip().lower()
-    if name not in BACKENDS:
-        raise ValueError(f"ACNE_BACKEND must be one of {', '.join(BACKENDS)}; got {requested!r}")
-    if name == "torch":
-        return "torch"
-    if name == "bf16":
-        if not native_bf16():
-            log.warning("ACNE_BACKEND=bf16 on a CPU without native bfloat16: it runs, but slower than fp32.")
-        return "bf16"
-    if name == "auto" and native_bf16():
-        return "bf16"
-    if onnx_available():
-        return "onnx"
-    if name == "onnx":
-        raise ValueError("ACNE_BACKEND=onnx needs the onnxruntime and onnx packages: "
-                         "pip install onnxruntime onnx (or set ACNE_BACKEND=torch)")
-    return "torch"
-
-
-def torch_dtype(backend: str):
-    """The dtype the torch models run in for a resolved backend."""
-    import torch
-
-    return torch.bfloat16 if backend == "bf16" else torch.float32
-
-
 def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "acne-detection-ai"
@@ -257,12 +181,16 @@ class OnnxModel:
         self.input_name = self.session.get_inputs()[0].name
         self.input_shape = tuple(self.session.get_inputs()[0].shape)
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Run on an NCHW float32 array; returns {output name: array}."""
+        outputs = self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})
+        return dict(zip(self.output_names, outputs))
 
 
 def cached_onnx(cache_dir: str | os.PathLike | None, key: str, module_factory: Callable[[], object],
-                example: np.ndarray, *, threads: int, int8: bool = False, dynamic_hw: bool = False,
+                example: np.ndarray, *, threads: int, dynamic_hw: bool = False,
                 atol: float = 1e-4) -> OnnxModel:
     """The ONNX model `key` from the cache; on a miss, build the torch module with module_factory(),
     export it, check that ONNX Runtime reproduces its output on `example`, and store it.
@@ -272,7 +200,7 @@ def cached_onnx(cache_dir: str | os.PathLike | None, key: str, module_factory: C
     library (smp, transformers modeling code): faster starts, less memory.
     """
     folder = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    path = folder / f"{key}{'-int8' if int8 else ''}.onnx"
+    path = folder / f"{key}.onnx"
     if path.is_file():
         try:
             return OnnxModel(path, threads)
@@ -282,33 +210,35 @@ def cached_onnx(cache_dir: str | os.PathLike | None, key: str, module_factory: C
                 path.unlink()
     module = module_factory()  # errors here (missing / damaged weights) are the caller's to report
     tmp = folder / f".{key}.{os.getpid()}.tmp.onnx"
-    tmp_int8 = folder / f".{key}.{os.getpid()}.tmp-int8.onnx"
     try:
         import torch
 
         folder.mkdir(parents=True, exist_ok=True)
-        export_onnx(module, torch.from_numpy(example), tmp, dynamic_hw=dynamic_hw)
         with torch.inference_mode():
-            expected = module(torch.from_numpy(example)).float().numpy()
-        check_close(expected, OnnxModel(tmp, threads)(example), key, atol)
-        if int8:
-            quantize_int8(tmp, tmp_int8)
-            os.replace(tmp_int8, path)
-        else:
-            os.replace(tmp, path)
+            expected = module(torch.from_numpy(example))
+        expected = [t.float().numpy() for t in (expected if isinstance(expected, tuple) else (expected,))]
+        names = OUTPUT_NAMES[:len(expected)]
+        export_onnx(module, torch.from_numpy(example), tmp, names, dynamic_hw=dynamic_hw)
+        got = OnnxModel(tmp, threads)(example)
+        for name, reference in zip(names, expected):
+            check_close(reference, got[name], f"{key} {name}", atol)
+        os.replace(tmp, path)
         model = OnnxModel(path, threads)
     except Exception as exc:  # noqa: BLE001
         raise ExportError(f"{type(exc).__name__}: {str(exc).strip()[:200]}") from exc
     finally:
-        for leftover in (tmp, tmp_int8):
-            with contextlib.suppress(OSError):
-                leftover.unlink()
+        with contextlib.suppress(OSError):
+            tmp.unlink()
     log.info("Exported %s to %s", key, path)
     return model
 
 
-def export_onnx(module, example, path: Path, *, dynamic_hw: bool = False) -> None:
-    """torch.onnx.export (the TorchScript exporter: no onnxscript needed), batch axis dynamic."""
+OUTPUT_NAMES = ("logits", "density")   # the exported graphs' outputs, in the order the module returns them
+
+
+def export_onnx(module, example, path: Path, outputs=("logits",), *, dynamic_hw: bool = False) -> None:
+    """torch.onnx.export (the TorchScript exporter: no onnxscript needed), batch axis dynamic (and height
+    and width with `dynamic_hw`); `outputs` names the module's outputs."""
     import torch
 
     axes = {0: "batch", 2: "height", 3: "width"} if dynamic_hw else {0: "batch"}
@@ -316,22 +246,9 @@ def export_onnx(module, example, path: Path, *, dynamic_hw: bool = False) -> Non
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer and deprecation chatter; the output is checked after
         torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=OPSET,
-                          input_names=["input"], output_names=["output"],
-                          dynamic_axes={"input": axes, "output": axes})
-
-
-def quantize_int8(source: Path, target: Path) -> None:
-    """Dynamic int8 quantisation of the MatMul weights (transformer linear layers); activations stay fp32."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # the quantiser logs a pre-processing hint through the root logger
-    try:
-        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True,
-                         op_types_to_quantize=["MatMul"])
-    finally:
-        root.setLevel(level)
+                          input_names=["input"], output_names=list(outputs),
+                          dynamic_axes={"input": axes, **{name: axes if name == "logits" and dynamic_hw else {0: "batch"}
+                                                          for name in outputs}})
 
 
 def check_close(reference: np.ndarray, candidate: np.ndarray, what: str, atol: float) -> None:

@@ -1,9 +1,7 @@
 """The four-class severity scheme: one table, the Hayashi count bands, and the advice per class."""
 from __future__ import annotations
 
-import math
 import re
-from dataclasses import dataclass
 
 CLASSES = ("Clear", "Mild", "Moderate", "Severe")
 
@@ -53,39 +51,20 @@ def class_index(name: str) -> int:
     return CLASSES.index(name)
 
 
-@dataclass(frozen=True)
-class CountCombiner:
-    """Severity from the grader's four class scores and the lesion count together.
+def band_text(grade: str) -> str:
+    """The lesion counts of a count-based grade's Hayashi band, in words, e.g. "6–20 lesions; ...".
 
-    A multinomial logistic regression over [log p(Clear..Severe), log(1 + lesion count)] (standardised),
-    fitted on ACNE04 train by scripts/fit_combination.py. It is only meaningful for the exact grader
-    and segmenter weights it was fitted on: `fitted_on` holds their fingerprints.
+    Args:
+        grade: one of CLASSES.
+    Returns:
+        the band's range and the reminder that the bands are for a half-face photo.
     """
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    coef: tuple[tuple[float, ...], ...]
-    intercept: tuple[float, ...]
-    fitted_on: tuple[tuple[str, str], ...]   # (("grader", fingerprint), ("segmenter", fingerprint))
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "CountCombiner":
-        model, n = data["model"], len(CLASSES) + 1
-        combiner = cls(tuple(map(float, model["mean"])), tuple(map(float, model["std"])),
-                       tuple(tuple(map(float, row)) for row in model["coef"]),
-                       tuple(map(float, model["intercept"])), tuple(sorted(data["fitted_on"].items())))
-        if (len(combiner.mean) != n or len(combiner.std) != n or len(combiner.intercept) != len(CLASSES)
-                or len(combiner.coef) != len(CLASSES) or any(len(row) != n for row in combiner.coef)
-                or min(combiner.std) <= 0):
-            raise ValueError("the combination model has the wrong shape")
-        return combiner
-
-    def scores(self, class_probs: dict[str, float], lesion_count: int) -> dict[str, float]:
-        x = [math.log(min(1.0, max(1e-6, class_probs[name]))) for name in CLASSES] + [math.log1p(lesion_count)]
-        z = [(v - m) / s for v, m, s in zip(x, self.mean, self.std)]
-        logits = [b + sum(w * v for w, v in zip(row, z)) for row, b in zip(self.coef, self.intercept)]
-        top = max(logits)
-        e = [math.exp(v - top) for v in logits]
-        return {name: v / sum(e) for name, v in zip(CLASSES, e)}
+    lower = 0
+    for upper, name in HAYASHI_BANDS:
+        if name == grade:
+            return f"{lower}–{upper} lesions; Hayashi bands are for a half-face photo"
+        lower = upper + 1
+    return f"more than {HAYASHI_BANDS[-1][0]} lesions; Hayashi bands are for a half-face photo"
 
 
 RECOMMENDATIONS = {

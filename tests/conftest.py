@@ -73,7 +73,7 @@ def _save_tiny_dinov2(folder: Path, labels: list[str], image_size: int = 56) -> 
 def tiny_segmenter_dir(tmp_path_factory) -> Path:
     """Random-init real ResNet34-UNet, 2 channels (lesion, centre), saved in fp16 + inference.json."""
     import torch
-    from acne.segmentation import build_unet
+    from acne.models import build_unet
 
     folder = tmp_path_factory.mktemp("models") / "segmenter"
     torch.manual_seed(0)

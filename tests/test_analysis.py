@@ -141,67 +141,28 @@ def test_missing_weights_name_every_missing_model(tmp_path):
 
 # -- the grader + lesion count combination (scripts/fit_combination.py) ----------------------------
 
-def _combination(tiny_settings, count_weight: float, **fitted_on) -> dict:
-    """A combination file as fit_combination.py writes it: here the count alone decides (weights on the
-    grader's scores are 0), so the expected severity is known from the lesion count."""
-    from acne import runtime
 
-    fingerprints = {"grader": runtime.weights_fingerprint(tiny_settings.grader),
-                    "segmenter": runtime.weights_fingerprint(tiny_settings.segmenter), **fitted_on}
-    # Class logits over z = log(1 + count): Clear falls, Severe rises with the count.
-    return {"fitted_on": fingerprints,
-            "model": {"mean": [0, 0, 0, 0, 0], "std": [1, 1, 1, 1, 1],
-                      "coef": [[0, 0, 0, 0, -count_weight], [0, 0, 0, 0, 0],
-                               [0, 0, 0, 0, count_weight], [0, 0, 0, 0, 2 * count_weight]],
-                      "intercept": [0, -1, -3 * count_weight, -6 * count_weight]}}
+def test_severity_comes_from_the_grader(tiny_analyzer, example_photo):
+    report = tiny_analyzer.analyze(example_photo)
+    assert report.severity_source == "grader"
+    assert report.severity_scores == class_scores(report.grader.level_scores)
 
 
-def test_a_combination_fitted_for_these_weights_decides_severity(tiny_settings, tmp_path, example_photo):
-    import dataclasses
-
-    from acne.severity import CountCombiner
-
-    path = tmp_path / "combination.json"
-    path.write_text(json.dumps(_combination(tiny_settings, 1.0)))
-    analyzer = load_analyzer(dataclasses.replace(tiny_settings, combiner=str(path)))
-    assert analyzer.combiner is not None
-    report = analyzer.analyze(example_photo)
-    expected = CountCombiner.from_dict(_combination(tiny_settings, 1.0)).scores(
-        class_scores(report.grader.level_scores), report.lesion_count)
-    assert report.severity_source == "grader+count"
-    assert report.severity_scores == pytest.approx(expected)
-    assert report.severity == max(CLASSES, key=expected.get)
-    assert report.recommendations == recommendations(report.severity)
-    assert abs(sum(report.severity_scores.values()) - 1) < 1e-9
-    assert json.loads(report.to_json())["severity_source"] == "grader+count"
-    # The count moves the severity the way the fitted coefficients say.
-    combiner = analyzer.combiner
-    flat = dict.fromkeys(CLASSES, 0.25)
-    assert max(CLASSES, key=combiner.scores(flat, 0).get) == "Clear"
-    assert max(CLASSES, key=combiner.scores(flat, 200).get) == "Severe"
+def test_the_heat_map_comes_from_the_analysis_itself(tiny_settings, tiny_count_grader_dir, example_photo):
+    analyzer = load_analyzer(tiny_settings, grader=str(tiny_count_grader_dir), backend="torch", parallel="off")
+    analysis = analyzer.run(example_photo)
+    assert analysis.density is not None                 # the counting grader's map, from the same forward pass
+    heat = analysis.heatmap()
+    assert heat.shape == analysis.image.shape[:2] and heat.dtype == np.float32
+    assert 0.0 <= heat.min() and 0.5 < heat.max() <= 1.0
+    assert np.array_equal(heat, analysis.heatmap())
 
 
-def test_a_combination_for_other_weights_or_a_broken_one_is_not_used(tiny_settings, tmp_path, example_photo,
-                                                                       caplog):
-    import dataclasses
-
-    other = tmp_path / "other.json"
-    other.write_text(json.dumps(_combination(tiny_settings, 1.0, grader="0123456789abcdef")))
-    broken = tmp_path / "broken.json"
-    broken.write_text('{"fitted_on": {}, "model": {"mean": [0]}}')
-    cases = {str(other): "fitted for other model weights", str(broken): "unreadable",
-             str(tmp_path / "missing.json"): "does not exist", "off": None}
-    for value, message in cases.items():
-        caplog.clear()
-        with caplog.at_level("INFO", logger="acne"):
-            analyzer = load_analyzer(dataclasses.replace(tiny_settings, combiner=value))
-        assert analyzer.combiner is None
-        assert analyzer.analyze(example_photo).severity_source == "grader"
-        if message:
-            assert any(message in r.getMessage() for r in caplog.records), caplog.text
-
-
-def test_the_default_combination_path_is_optional(tiny_analyzer, example_photo):
-    # The tiny models are not what any shipped combination was fitted on: the grader alone decides.
-    assert tiny_analyzer.combiner is None
-    assert tiny_analyzer.analyze(example_photo).severity_source == "grader"
+def test_describe_gives_the_ui_what_it_shows(tiny_analyzer, tiny_settings):
+    about = tiny_analyzer.describe()
+    assert set(about) == {"segmenter", "grader", "backend", "parallel"}
+    for part in ("segmenter", "grader"):
+        assert set(about[part]) == {"name", "short_name", "input_size", "figures_markdown"}
+    assert about["segmenter"]["name"] == tiny_settings.segmenter and about["segmenter"]["input_size"] == 256
+    assert about["grader"]["input_size"] == 64 and "Figures from `inference.json`" in about["segmenter"]["figures_markdown"]
+    assert about["backend"] in ("torch", "bf16", "onnx") and isinstance(about["parallel"], bool)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from acne.count_model import Dinov2ForLesionCountGrading, grade_logits
-from acne.grading import SeverityGrader
+from acne.grader import load_grader
 from acne.imaging import load_image
 
 HAYASHI_EDGES = [5.5, 20.5, 50.5]
@@ -39,12 +39,12 @@ def test_the_grade_is_the_hayashi_band_of_the_count():
 
 
 def test_the_app_loads_it_and_its_grade_is_its_count(tiny_count_grader_dir, photo):
-    grader = SeverityGrader.load(tiny_count_grader_dir, backend="torch")
+    grader = load_grader(tiny_count_grader_dir, backend="torch")
     assert isinstance(grader.model, Dinov2ForLesionCountGrading)
     assert grader.levels == [0, 1, 2, 3]
     result = grader.predict(photo)
     with torch.inference_mode():
-        out = grader.model(pixel_values=grader._inputs(photo))
+        out = grader.model(pixel_values=grader.inputs(photo))
     assert out.density.shape == (1, 4, 4) and float(out.density.min()) >= 0.0
     config = grader.model.config
     assert (config.band_edges, config.count_slope) == ([4.5, 18.0, 44.0], 4.0)    # saved and loaded
@@ -57,32 +57,32 @@ def test_the_app_loads_it_and_its_grade_is_its_count(tiny_count_grader_dir, phot
 
 
 def test_explain_shows_the_density_map_the_count_sums(tiny_count_grader_dir, photo):
-    grader = SeverityGrader.load(tiny_count_grader_dir, backend="torch")
+    grader = load_grader(tiny_count_grader_dir, backend="torch")
     wide = np.ascontiguousarray(photo[100:400])               # 640 x 300: square-resized, no crop
     heat = grader.explain(wide)
     assert heat.shape == (300, 640) and heat.dtype == np.float32
     with torch.inference_mode():
-        density = grader.model(pixel_values=grader._inputs(wide)).density[0].numpy()
+        density = grader.model(pixel_values=grader.inputs(wide)).density[0].numpy()
     expected = cv2.resize((density - density.min()) / (density.max() - density.min()), (640, 300),
                           interpolation=cv2.INTER_LINEAR)
     assert np.abs(heat - expected).max() < 1e-4
 
 
 def test_bf16_keeps_the_density_head_in_fp32(tiny_count_grader_dir, photo):
-    grader = SeverityGrader.load(tiny_count_grader_dir, backend="bf16")
-    model = grader.model
+    grader = load_grader(tiny_count_grader_dir, backend="bf16")
+    model = grader.runner.module   # the bf16 runner's copy (grader.model stays the fp32 reference)
     assert model.dinov2.encoder.layer[0].mlp.fc1.weight.dtype == torch.bfloat16
     assert all(p.dtype == torch.float32 for p in model.density_head.parameters())
-    plain = SeverityGrader.load(tiny_count_grader_dir, backend="torch").predict(photo)
+    plain = load_grader(tiny_count_grader_dir, backend="torch").predict(photo)
     fast = grader.predict(photo)
     assert list(fast.level_scores.values()) == pytest.approx(list(plain.level_scores.values()), abs=0.05)
 
 
 def test_onnx_export_gives_the_torch_scores(tiny_count_grader_dir, photo, tmp_path):
     pytest.importorskip("onnxruntime")
-    fast = SeverityGrader.load(tiny_count_grader_dir, backend="onnx", cache_dir=tmp_path)
+    fast = load_grader(tiny_count_grader_dir, backend="onnx", cache_dir=tmp_path)
     assert fast.backend == "onnx"
-    plain = SeverityGrader.load(tiny_count_grader_dir, backend="torch").predict(photo)
+    plain = load_grader(tiny_count_grader_dir, backend="torch").predict(photo)
     got = fast.predict(photo)
     assert got.level == plain.level
     assert list(got.level_scores.values()) == pytest.approx(list(plain.level_scores.values()), abs=1e-4)

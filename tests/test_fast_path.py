@@ -14,12 +14,12 @@ import pytest
 pytest.importorskip("onnxruntime", reason="the ONNX backend needs onnxruntime (requirements.txt)")
 pytest.importorskip("onnx", reason="exporting needs the onnx package (requirements.txt)")
 
-from acne import runtime
+from acne import fastpath, runtime
 from acne.analysis import load_analyzer
 from acne.config import Settings
-from acne.grading import SeverityGrader
+from acne.grader import load_grader
 from acne.imaging import load_image
-from acne.segmentation import LesionSegmenter
+from acne.segmenter import load_segmenter
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_onnx_path_agrees_with_plain_fp32(analyzers, example_photos):
     assert guard["photos"] == len(example_photos)
     assert guard["passed"], guard
     # The predictions above ran on ONNX Runtime: the torch models were never even built.
-    assert not fast.segmenter._model.loaded and not fast.grader._model.loaded
+    assert not fast.segmenter.built.module.loaded and not fast.grader.built.module.loaded
 
 
 def test_a_cached_export_loads_without_building_the_torch_model(analyzers, tiny_segmenter_dir, cache_dir,
@@ -57,8 +57,8 @@ def test_a_cached_export_loads_without_building_the_torch_model(analyzers, tiny_
     _, fast = analyzers
     exported = sorted(p.name for p in cache_dir.glob("*.onnx"))
     assert any(name.startswith("unet-") for name in exported) and any(name.startswith("grader-") for name in exported)
-    again = LesionSegmenter.from_pretrained(tiny_segmenter_dir, size=256, backend="onnx", cache_dir=cache_dir)
-    assert again.backend == "onnx" and not again._model.loaded           # cache hit: no smp model built
+    again = load_segmenter(tiny_segmenter_dir, size=256, backend="onnx", cache_dir=cache_dir)
+    assert again.backend == "onnx" and not again.built.module.loaded           # cache hit: no smp model built
     assert sorted(p.name for p in cache_dir.glob("*.onnx")) == exported  # nothing exported again
     rgb = load_image(example_photo)
     assert np.array_equal(again.predict_maps(rgb)[0], fast.segmenter.predict_maps(rgb)[0])
@@ -81,7 +81,7 @@ def test_changed_weights_are_exported_again(tiny_segmenter_dir, tmp_path, cache_
     weights["segmentation_head.0.bias"] = weights["segmentation_head.0.bias"] + torch.tensor(1.0).half()
     save_file(weights, str(folder / "model.safetensors"), metadata={"format": "pt"})
     before = set(cache_dir.glob("unet-*.onnx"))
-    changed = LesionSegmenter.from_pretrained(folder, size=256, backend="onnx", cache_dir=cache_dir)
+    changed = load_segmenter(folder, size=256, backend="onnx", cache_dir=cache_dir)
     assert changed.backend == "onnx"
     assert len(set(cache_dir.glob("unet-*.onnx")) - before) == 1       # a new key, not the stale export
 
@@ -100,8 +100,8 @@ def test_failed_export_falls_back_to_torch(monkeypatch, tiny_segmenter_dir, tiny
 
     monkeypatch.setattr(runtime, "export_onnx", broken)
     with caplog.at_level(logging.WARNING):
-        seg = LesionSegmenter.from_pretrained(tiny_segmenter_dir, size=256, backend="onnx", cache_dir=tmp_path)
-        grader = SeverityGrader.load(tiny_grader_dir, backend="onnx", cache_dir=tmp_path)
+        seg = load_segmenter(tiny_segmenter_dir, size=256, backend="onnx", cache_dir=tmp_path)
+        grader = load_grader(tiny_grader_dir, backend="onnx", cache_dir=tmp_path)
     assert seg.backend == "torch" and grader.backend == "torch"
     assert "exporter exploded" in caplog.text and "PyTorch" in caplog.text
     rgb = load_image(example_photo)
@@ -111,24 +111,13 @@ def test_failed_export_falls_back_to_torch(monkeypatch, tiny_segmenter_dir, tiny
 
 
 def test_a_damaged_cache_entry_is_exported_again(tiny_grader_dir, tmp_path, example_photo):
-    first = SeverityGrader.load(tiny_grader_dir, backend="onnx", cache_dir=tmp_path)
+    first = load_grader(tiny_grader_dir, backend="onnx", cache_dir=tmp_path)
     (cached,) = tmp_path.glob("grader-*.onnx")
     cached.write_bytes(b"not an onnx model")
-    second = SeverityGrader.load(tiny_grader_dir, backend="onnx", cache_dir=tmp_path)
+    second = load_grader(tiny_grader_dir, backend="onnx", cache_dir=tmp_path)
     assert second.backend == "onnx" and cached.stat().st_size > 1000
     rgb = load_image(example_photo)
     assert second.predict(rgb).level_scores == pytest.approx(first.predict(rgb).level_scores, abs=1e-6)
-
-
-def test_int8_grader_is_a_separate_smaller_export(tiny_grader_dir, tmp_path, example_photo):
-    fp32 = SeverityGrader.load(tiny_grader_dir, backend="onnx", cache_dir=tmp_path)
-    int8 = SeverityGrader.load(tiny_grader_dir, backend="onnx", cache_dir=tmp_path, int8=True)
-    (fp32_file,) = [p for p in tmp_path.glob("grader-*.onnx") if not p.name.endswith("-int8.onnx")]
-    (int8_file,) = tmp_path.glob("grader-*-int8.onnx")
-    assert int8.runner.path == int8_file and fp32.runner.path == fp32_file
-    assert int8_file.stat().st_size < fp32_file.stat().st_size
-    scores = int8.predict(load_image(example_photo)).level_scores
-    assert list(scores) == fp32.labels and sum(scores.values()) == pytest.approx(1.0, abs=1e-5)
 
 
 def _pair(severity_a, severity_b, mask_a, mask_b, count_a, count_b):
@@ -159,25 +148,59 @@ def test_the_guard_fails_when_the_paths_disagree():
 
 
 def test_backend_threads_and_settings(monkeypatch, tmp_path):
-    assert runtime.resolve_backend("torch") == "torch" and runtime.resolve_backend("ONNX ") == "onnx"
-    assert runtime.resolve_backend("bf16") == "bf16"
-    assert runtime.resolve_backend("auto") == ("bf16" if runtime.native_bf16() else "onnx")
-    monkeypatch.setattr(runtime, "_NATIVE_BF16", False)   # e.g. a Space CPU without AMX / AVX512-BF16
-    assert runtime.resolve_backend("auto") == "onnx"
-    monkeypatch.setattr(runtime, "_NATIVE_BF16", True)
-    assert runtime.resolve_backend("auto") == "bf16"
+    assert fastpath.candidates("torch") == ["torch"] and fastpath.candidates("ONNX ") == ["onnx"]
+    monkeypatch.setattr(fastpath, "_NATIVE_BF16", False)   # e.g. a Space CPU without AMX / AVX512-BF16
+    assert fastpath.candidates("auto") == ["torch", "onnx"]
+    monkeypatch.setattr(fastpath, "_NATIVE_BF16", True)
+    assert fastpath.candidates("auto") == ["torch", "onnx", "bf16"]
     with pytest.raises(ValueError, match="ACNE_BACKEND"):
-        runtime.resolve_backend("tensorrt")
+        fastpath.candidates("tensorrt")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assert runtime.resolve_threads(0) == 1 and runtime.resolve_threads(3) == 3
     monkeypatch.delenv("OMP_NUM_THREADS")
     assert 1 <= runtime.resolve_threads(0) == runtime.cpu_count() <= (__import__("os").cpu_count() or 1)
     monkeypatch.setenv("ACNE_BACKEND", "torch")
     monkeypatch.setenv("ACNE_CACHE_DIR", str(tmp_path))
-    monkeypatch.setenv("ACNE_INT8", "1")
     settings = Settings.from_env()
-    assert (settings.backend, settings.cache_dir, settings.int8) == ("torch", str(tmp_path), True)
-    assert Settings().backend == "auto" and Settings().int8 is False
+    assert (settings.backend, settings.cache_dir) == ("torch", str(tmp_path))
+    assert Settings().backend == "auto"
+
+
+def test_auto_measures_once_keeps_the_fastest_that_passes_the_guard_and_remembers(tmp_path):
+    calls = []
+    speed = {("torch", False): 30.0, ("onnx", False): 20.0, ("bf16", False): 10.0,
+             ("onnx", True): 15.0, ("bf16", True): 5.0}
+
+    def measure(backend, parallel):
+        calls.append((backend, parallel))
+        return speed[(backend, parallel)], backend
+
+    def guard(reference, candidate):
+        return candidate != "bf16"          # bf16 is fastest but gives other answers
+
+    key = {"cpu": "test", "threads": 2}
+    choice = fastpath.choose(["torch", "onnx", "bf16"], [False, True], measure, guard, key=key, cache_dir=tmp_path)
+    assert (choice.backend, choice.parallel, choice.how) == ("onnx", True, "measured")
+    assert calls[0] == ("torch", False)                           # the reference first
+    assert ("bf16", True) not in calls                           # side by side timed for the winner only
+    assert not choice.measured["bf16"]["passed"] and choice.measured["onnx+parallel"]["models_ms"] == 15.0
+    calls.clear()
+    again = fastpath.choose(["torch", "onnx", "bf16"], [False, True], measure, guard, key=key, cache_dir=tmp_path)
+    assert (again.backend, again.parallel, again.how) == ("onnx", True, "cached") and not calls
+    other = fastpath.choose(["torch", "onnx", "bf16"], [False, True], measure, guard, key=dict(key, threads=4),
+                            cache_dir=tmp_path)
+    assert other.how == "measured" and calls                     # another thread count: measured anew
+    forced = fastpath.choose(["torch"], [False], measure, guard, key=key, cache_dir=tmp_path)
+    assert (forced.backend, forced.how) == ("torch", "forced")
+
+
+def test_load_analyzer_auto_times_the_real_runners(tiny_settings, tmp_path, example_photo):
+    settings = dataclasses.replace(tiny_settings, backend="auto", parallel="off", cache_dir=str(tmp_path))
+    analyzer = load_analyzer(settings)
+    assert analyzer.choice.how == "measured" and "torch" in analyzer.choice.measured
+    assert analyzer.describe()["backend"] == analyzer.choice.backend == analyzer.segmenter.backend
+    assert load_analyzer(settings).choice.how == "cached"
+    assert analyzer.run(example_photo).report.severity is not None
 
 
 def test_bad_backend_name_stops_loading(tiny_settings):
@@ -188,15 +211,15 @@ def test_bad_backend_name_stops_loading(tiny_settings):
 def test_warm_cache_grader_needs_no_image_processor(tiny_grader_dir, tmp_path, example_photo):
     import torch
 
-    first = SeverityGrader.load(tiny_grader_dir, backend="onnx", cache_dir=tmp_path)
-    assert first.preprocess is not None      # the light preprocessing reproduced the processor exactly
-    warm = SeverityGrader.load(tiny_grader_dir, backend="onnx", cache_dir=tmp_path)
-    assert warm.backend == "onnx" and warm.preprocess == first.preprocess
-    assert not warm._processor.loaded and not warm._model.loaded and warm.labels == first.labels
+    first = load_grader(tiny_grader_dir, backend="onnx", cache_dir=tmp_path)
+    assert first.built.spec is not None      # the light preprocessing reproduced the processor exactly
+    warm = load_grader(tiny_grader_dir, backend="onnx", cache_dir=tmp_path)
+    assert warm.backend == "onnx" and warm.built.spec == first.built.spec
+    assert not warm.built.processor.loaded and not warm.built.module.loaded and warm.labels == first.labels
     rgb = load_image(example_photo)
     for image in (rgb, np.ascontiguousarray(rgb[100:400]), np.ascontiguousarray(rgb[:, :333])):
         # Bit for bit what transformers' processor gives (loaded here on demand, for the comparison).
-        assert torch.equal(warm._inputs(image), warm.processor(images=__import__("PIL.Image").Image.fromarray(image),
+        assert torch.equal(warm.inputs(image), warm.processor(images=__import__("PIL.Image").Image.fromarray(image),
                                                                 return_tensors="pt")["pixel_values"])
     assert warm.predict(rgb).level_scores == pytest.approx(first.predict(rgb).level_scores, abs=1e-6)
 
@@ -232,14 +255,15 @@ def test_bf16_backend_runs_the_unet_encoder_and_the_grader_in_bfloat16(tiny_sett
     analyzer = load_analyzer(dataclasses.replace(tiny_settings, backend="bf16"))
     segmenter, grader = analyzer.segmenter, analyzer.grader
     assert (segmenter.backend, grader.backend) == ("bf16", "bf16")
-    assert {p.dtype for p in segmenter.model.encoder.parameters()} == {torch.bfloat16}
-    blocks = segmenter.model.decoder.blocks
+    unet, classifier = segmenter.runner.module, grader.runner.module
+    assert {p.dtype for p in unet.encoder.parameters()} == {torch.bfloat16}
+    blocks = unet.decoder.blocks
     assert {p.dtype for block in blocks[:3] for p in block.parameters()} == {torch.bfloat16}
     assert {p.dtype for block in blocks[3:] for p in block.parameters()} == {torch.float32}
-    assert {p.dtype for p in segmenter.model.segmentation_head.parameters()} == {torch.float32}
+    assert {p.dtype for p in unet.segmentation_head.parameters()} == {torch.float32}
     # Autocast; the weights it would cast on every call (linear, conv) are stored in bf16, norms stay fp32.
-    linear = {m.weight.dtype for m in grader.model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))}
-    norms = {m.weight.dtype for m in grader.model.modules() if isinstance(m, torch.nn.LayerNorm)}
+    linear = {m.weight.dtype for m in classifier.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))}
+    norms = {m.weight.dtype for m in classifier.modules() if isinstance(m, torch.nn.LayerNorm)}
     assert (linear, norms) == ({torch.bfloat16}, {torch.float32})
     plain = load_analyzer(dataclasses.replace(tiny_settings, backend="torch"))
     fast, reference = analyzer.run(example_photo), plain.run(example_photo)
@@ -257,13 +281,13 @@ def test_bf16_weights_stored_once_give_the_logits_autocast_gives(tiny_grader_dir
     import torch
     from transformers import AutoModelForImageClassification
 
-    grader = SeverityGrader.load(tiny_grader_dir, backend="bf16")
-    pixels = grader._inputs(load_image(example_photo))
+    grader = load_grader(tiny_grader_dir, backend="bf16")
+    pixels = grader.inputs(load_image(example_photo))
     plain = AutoModelForImageClassification.from_pretrained(tiny_grader_dir, local_files_only=True).float().eval()
     with torch.inference_mode():
         with torch.autocast("cpu", dtype=torch.bfloat16):
             expected = plain(pixel_values=pixels).logits.float()
-        got = grader._forward(pixels).logits.float()
+        got = grader.runner.forward(pixels).logits.float()
         fp32 = plain(pixel_values=pixels).logits
     assert torch.equal(got, expected)
     assert not torch.equal(got, fp32)    # and it did run in bf16
@@ -271,11 +295,10 @@ def test_bf16_weights_stored_once_give_the_logits_autocast_gives(tiny_grader_dir
 
 def test_parallel_mode_is_a_thread_split_only(tiny_settings, example_photos, monkeypatch):
     """ACNE_PARALLEL: both models at once, each on half the threads; the same reports as one after the other."""
-    assert runtime.parallel_threads("auto", 2, "bf16") == 1 and runtime.parallel_threads("auto", 4, "torch") == 2
-    assert runtime.parallel_threads("auto", 2, "onnx") == 0 and runtime.parallel_threads("on", 2, "onnx") == 1
-    assert runtime.parallel_threads("auto", 1, "torch") == 0 and runtime.parallel_threads("off", 8, "bf16") == 0
+    assert fastpath.parallel_modes("auto", 2) == [False, True] and fastpath.parallel_modes("on", 4) == [True]
+    assert fastpath.parallel_modes("auto", 1) == [False] and fastpath.parallel_modes("off", 8) == [False]
     with pytest.raises(ValueError, match="ACNE_PARALLEL"):
-        runtime.parallel_threads("sometimes", 2, "torch")
+        fastpath.parallel_modes("sometimes", 2)
     monkeypatch.setenv("ACNE_PARALLEL", "off")
     assert Settings.from_env().parallel == "off" and Settings().parallel == "auto"
 
@@ -293,6 +316,6 @@ def test_parallel_mode_is_a_thread_split_only(tiny_settings, example_photos, mon
     def broken(_rgb):
         raise RuntimeError("grader failed")
 
-    monkeypatch.setattr(at_once.grader, "predict", broken)   # a worker's error reaches the caller
+    monkeypatch.setattr(at_once.grader, "grade", broken)   # a worker's error reaches the caller
     with pytest.raises(RuntimeError, match="grader failed"):
         at_once.run(example_photos[0])

@@ -11,7 +11,9 @@ import pytest
 import torch
 
 from acne.errors import WeightsCorruptError, WeightsMissingError
-from acne.grading import GraderLabelError, SeverityGrader
+from acne import explain
+from acne.grader import load_grader
+from acne.models import GraderLabelError
 from acne.imaging import load_image
 from app_process import HeldPort
 from conftest import LEVELS_4, LEVELS_5, PROJECT_DIR, _save_tiny_vit
@@ -19,7 +21,7 @@ from conftest import LEVELS_4, LEVELS_5, PROJECT_DIR, _save_tiny_vit
 
 @pytest.fixture(scope="module")
 def grader5(tiny_grader_dir):
-    return SeverityGrader.load(tiny_grader_dir)
+    return load_grader(tiny_grader_dir)
 
 
 @pytest.fixture(scope="module")
@@ -52,14 +54,14 @@ def test_predict_gives_level_scores_as_the_model_names_them(grader5, photo):
 
 
 def test_four_label_grader(tiny_grader4_dir, photo):
-    grader = SeverityGrader.load(tiny_grader4_dir)
+    grader = load_grader(tiny_grader4_dir)
     assert grader.levels == [0, 1, 2, 3]
     result = grader.predict(photo)
     assert list(result.level_scores) == LEVELS_4 and result.level in (0, 1, 2, 3)
 
 
 def test_dinov2_grader_predicts_and_explains(tiny_dinov2_grader_dir, photo):
-    grader = SeverityGrader.load(tiny_dinov2_grader_dir)
+    grader = load_grader(tiny_dinov2_grader_dir)
     assert type(grader.model).__name__ == "Dinov2ForImageClassification"
     assert grader.levels == [0, 1, 2, 3]
     assert sum(grader.predict(photo).level_scores.values()) == pytest.approx(1.0, abs=1e-5)
@@ -80,7 +82,7 @@ def test_vit_explain_is_an_attention_rollout_at_input_resolution(grader5, photo)
     assert heat.min() == pytest.approx(0.0, abs=0.01) and heat.max() == pytest.approx(1.0, abs=0.01)
     assert heat.std() > 0.01                      # not a flat map
     with torch.inference_mode():                  # the attention path, not the occlusion fallback
-        rollout = grader5._attention_rollout(grader5._inputs(rect))
+        rollout = explain.attention_rollout(grader5.runner.forward, grader5.model, grader5.inputs(rect))
     assert rollout is not None and rollout.shape == (4, 4)  # 64 px / patch 16
     assert np.array_equal(heat, grader5.explain(rect))
     assert grader5.model.config._attn_implementation == impl_before  # restored after explaining
@@ -94,7 +96,7 @@ def test_explain_falls_back_to_occlusion_for_models_without_attention(tmp_path, 
                           id2label=dict(enumerate(LEVELS_4)), label2id={l: i for i, l in enumerate(LEVELS_4)})
     ResNetForImageClassification(config).save_pretrained(tmp_path / "cnn")
     ViTImageProcessor(size={"height": 64, "width": 64}).save_pretrained(tmp_path / "cnn")
-    grader = SeverityGrader.load(tmp_path / "cnn")
+    grader = load_grader(tmp_path / "cnn")
     heat = grader.explain(photo)
     assert heat.shape == photo.shape[:2]
     assert 0.0 <= heat.min() and heat.max() <= 1.0
@@ -103,12 +105,12 @@ def test_explain_falls_back_to_occlusion_for_models_without_attention(tmp_path, 
 def test_unparseable_labels_fail_at_load_time(tmp_path):
     folder = _save_tiny_vit(tmp_path / "bad", ["clear", "acne"])
     with pytest.raises(GraderLabelError, match="'level -1' ... 'level 3'"):
-        SeverityGrader.load(folder, fallback=folder)
+        load_grader(folder, fallback=folder)
 
 
 def test_neither_model_loads(tmp_path):
     with pytest.raises(WeightsMissingError) as info:
-        SeverityGrader.load("nobody/no-such-grader", fallback=tmp_path / "weights" / "grader")
+        load_grader("nobody/no-such-grader", fallback=tmp_path / "weights" / "grader")
     message = str(info.value)
     assert "nobody/no-such-grader" in message and str(tmp_path / "weights" / "grader") in message
     assert "train_grader.py" in message and "ACNE_GRADER" in message
@@ -119,10 +121,10 @@ def test_corrupt_grader_folder(tmp_path, tiny_grader_dir):
     shutil.copytree(tiny_grader_dir, folder)
     (folder / "model.safetensors").write_bytes(b"\x00" * 100)
     with pytest.raises(WeightsCorruptError, match="could not be read"):
-        SeverityGrader.load(folder)
+        load_grader(folder)
     (folder / "config.json").unlink()
     with pytest.raises(WeightsMissingError, match="config.json is missing"):
-        SeverityGrader.load(folder)
+        load_grader(folder)
 
 
 def _log_lines_of_hub_load(env: dict, fallback, prefix: str = "LOG acne.") -> list[str]:
@@ -130,8 +132,8 @@ def _log_lines_of_hub_load(env: dict, fallback, prefix: str = "LOG acne.") -> li
     code = (
         "import logging, sys\n"
         "logging.basicConfig(level=logging.INFO, stream=sys.stderr, format='LOG %(name)s: %(message)s')\n"
-        "from acne.grading import SeverityGrader\n"
-        f"g = SeverityGrader.load('imfarzanansari/skintelligent-acne', fallback={str(fallback)!r})\n"
+        "from acne.grader import load_grader\n"
+        f"g = load_grader('imfarzanansari/skintelligent-acne', fallback={str(fallback)!r})\n"
         "print(g.name)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_DIR, env=env, capture_output=True,
@@ -145,7 +147,8 @@ def test_offline_hub_id_falls_back_with_one_log_line(tiny_grader_dir, tiny_grade
     """HF_HUB_OFFLINE is read when huggingface_hub is imported: check in a fresh interpreter."""
     lines = _log_lines_of_hub_load(dict(tiny_model_env, HF_HUB_OFFLINE="1"), tiny_grader4_dir)
     assert len(lines) == 1, lines
-    assert "imfarzanansari/skintelligent-acne" in lines[0] and "fallback" in lines[0]
+    assert "imfarzanansari/skintelligent-acne" in lines[0] and "using the embedded grader" in lines[0]
+    assert "offline" in lines[0] and "WARNING" not in lines[0]
     assert str(tiny_grader4_dir) in lines[0]
 
 
@@ -156,13 +159,13 @@ def test_unreachable_hub_falls_back_at_once_without_retries(tiny_grader4_dir, ti
         env.pop("HF_HUB_OFFLINE")
         lines = _log_lines_of_hub_load(env, tiny_grader4_dir, prefix="LOG ")  # huggingface_hub's lines too
     assert len(lines) == 1, lines
-    assert "cannot be reached" in lines[0] and str(tiny_grader4_dir) in lines[0]
+    assert "the Hub model is not reachable" in lines[0] and str(tiny_grader4_dir) in lines[0]
 
 
 def test_hub_probe_tells_a_listening_endpoint_from_a_closed_one(monkeypatch):
     from huggingface_hub import constants
 
-    from acne.grading import _hub_reachable
+    from acne.models.hub import hub_reachable as _hub_reachable
 
     for proxy in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(proxy, raising=False)
@@ -176,12 +179,12 @@ def test_hub_probe_tells_a_listening_endpoint_from_a_closed_one(monkeypatch):
 
 
 def test_a_local_folder_with_skintelligent_shape_is_used_as_primary(tiny_grader_dir, tiny_grader4_dir, photo):
-    grader = SeverityGrader.load(tiny_grader_dir, fallback=tiny_grader4_dir)
+    grader = load_grader(tiny_grader_dir, fallback=tiny_grader4_dir)
     assert grader.name == str(tiny_grader_dir) and grader.levels == [-1, 0, 1, 2, 3]
     # The folder's own preprocessing is what runs: skintelligent-acne's mean = std = 0.5 puts black at -1
     # and white at +1 (ImageNet's mean/std, the other graders', would give about -2.1 and +2.6).
     for value, expected in ((0, -1.0), (255, 1.0)):
-        pixels = grader._inputs(np.full((80, 120, 3), value, np.uint8))
+        pixels = grader.inputs(np.full((80, 120, 3), value, np.uint8))
         assert tuple(pixels.shape) == (1, 3, 64, 64)
         assert pixels.min().item() == pytest.approx(expected, abs=1e-3)
         assert pixels.max().item() == pytest.approx(expected, abs=1e-3)

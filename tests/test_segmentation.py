@@ -11,7 +11,8 @@ from safetensors.torch import load_file
 
 from acne.errors import WeightsCorruptError, WeightsMissingError
 from acne.imaging import load_image
-from acne.segmentation import LesionSegmenter, find_lesions, render_overlay
+from acne.lesions import find_lesions, render_overlay
+from acne.segmenter import load_segmenter
 
 H, W = 120, 160
 YY, XX = np.mgrid[:H, :W]
@@ -107,7 +108,7 @@ def test_many_touching_lesions_in_a_row():
 
 @pytest.fixture(scope="module")
 def segmenter(tiny_segmenter_dir):
-    return LesionSegmenter.from_pretrained(tiny_segmenter_dir)
+    return load_segmenter(tiny_segmenter_dir)
 
 
 def test_loads_through_smp_with_inference_json(segmenter, tiny_segmenter_dir):
@@ -126,7 +127,7 @@ def test_loads_through_smp_with_inference_json(segmenter, tiny_segmenter_dir):
 
 
 def test_overrides_of_size_and_threshold(tiny_segmenter_dir):
-    seg = LesionSegmenter.from_pretrained(tiny_segmenter_dir, size=128, threshold=0.7)
+    seg = load_segmenter(tiny_segmenter_dir, size=128, threshold=0.7)
     assert seg.input_size == 128 and seg.threshold == 0.7
 
 
@@ -165,7 +166,7 @@ def test_predict_is_deterministic_and_matches_the_model(segmenter, example_photo
 def test_missing_folder_names_the_folder_and_the_fix(tmp_path):
     missing = tmp_path / "weights" / "segmenter"
     with pytest.raises(WeightsMissingError) as info:
-        LesionSegmenter.from_pretrained(missing)
+        load_segmenter(missing)
     message = str(info.value)
     assert str(missing) in message and "scripts/train_segmenter.py" in message and "ACNE_SEGMENTER" in message
     assert isinstance(info.value, FileNotFoundError)
@@ -176,7 +177,7 @@ def test_missing_weights_file_is_named(tmp_path, tiny_segmenter_dir):
     folder.mkdir()
     shutil.copy(tiny_segmenter_dir / "config.json", folder)
     with pytest.raises(WeightsMissingError, match="model.safetensors is missing"):
-        LesionSegmenter.from_pretrained(folder)
+        load_segmenter(folder)
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated"])
@@ -187,7 +188,7 @@ def test_corrupt_safetensors_gives_a_clear_message(tmp_path, tiny_segmenter_dir,
     data = weights.read_bytes()
     weights.write_bytes(b"this is not a safetensors file" if damage == "garbage" else data[: len(data) // 2])
     with pytest.raises(WeightsCorruptError) as info:
-        LesionSegmenter.from_pretrained(folder)
+        load_segmenter(folder)
     message = str(info.value)
     assert str(folder) in message and "damaged or incomplete" in message and "train_segmenter.py" in message
 
@@ -197,15 +198,15 @@ def test_bad_inference_json_gives_a_clear_message(tmp_path, tiny_segmenter_dir):
     shutil.copytree(tiny_segmenter_dir, folder)
     (folder / "inference.json").write_text("{not json")
     with pytest.raises(WeightsCorruptError, match="inference.json"):
-        LesionSegmenter.from_pretrained(folder)
+        load_segmenter(folder)
     (folder / "inference.json").write_text(json.dumps({"channels": ["lesion"]}))  # model has 2 channels
     with pytest.raises(WeightsCorruptError, match="channels"):
-        LesionSegmenter.from_pretrained(folder)
+        load_segmenter(folder)
 
 
 def test_unreachable_hub_id_is_a_missing_weights_error():
     with pytest.raises(WeightsMissingError, match="Hugging Face Hub"):
-        LesionSegmenter.from_pretrained("nobody/no-such-segmenter")
+        load_segmenter("nobody/no-such-segmenter")
 
 
 def test_render_overlay_tints_only_the_mask():

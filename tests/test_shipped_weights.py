@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from acne.imaging import load_image
-from acne.segmentation import LesionSegmenter
+from acne.segmenter import load_segmenter
 from acne.severity import CLASSES, count_grade
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,17 +119,17 @@ def torch_results():
     import torch
 
     from acne.count_model import Dinov2ForLesionCountGrading
-    from acne.grading import SeverityGrader
+    from acne.grader import load_grader
 
-    segmenter = LesionSegmenter.from_pretrained(ROOT / "weights" / "segmenter", backend="torch")
-    grader = SeverityGrader.load(ROOT / "weights" / "grader", backend="torch")
+    segmenter = load_segmenter(ROOT / "weights" / "segmenter", backend="torch")
+    grader = load_grader(ROOT / "weights" / "grader", backend="torch")
     assert isinstance(grader.model, Dinov2ForLesionCountGrading)
     results = []
     for path in EXAMPLES:
         rgb = load_image(path)
         graded = grader.predict(rgb)
         with torch.inference_mode():
-            grader_count = float(grader.model(pixel_values=grader._inputs(rgb)).count[0])
+            grader_count = float(grader.model(pixel_values=grader.inputs(rgb)).count[0])
         results.append({"name": path.name, "lesions": len(segmenter.predict(rgb).lesions), "level": graded.level,
                         "scores": graded.level_scores, "grader_count": grader_count})
     return results
