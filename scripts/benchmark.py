@@ -106,7 +106,7 @@ def _save_vit_b16(folder: Path) -> None:
 
 def _save_standin_unet(folder: Path) -> None:
     import torch
-    from acne.segmentation import build_unet
+    from acne.models import build_unet
 
     torch.manual_seed(0)
     build_unet(classes=2).eval().half().save_pretrained(str(folder))  # fp16 on disk, as train_segmenter.py
@@ -124,7 +124,7 @@ def _save_checkpoint_unet(checkpoint: Path, folder: Path) -> int:
         if info.get("checkpoint_mtime_ns") == stamp:
             return info.get("trained_steps", -1)
     import torch
-    from acne.segmentation import build_unet
+    from acne.models import build_unet
 
     # The project's own checkpoint (it holds optimizer and RNG state, hence weights_only=False).
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
@@ -271,7 +271,7 @@ def load_variant(variant: str, models: dict, **extra):
 def machine_info() -> dict:
     import torch
 
-    from acne import runtime
+    from acne import fastpath, runtime
 
     model = "unknown"
     try:
@@ -285,7 +285,7 @@ def machine_info() -> dict:
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version(), "platform": platform.platform(),
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "load_average_start": os.getloadavg(),
-            "native_bf16": runtime.native_bf16(), "default_backend": runtime.resolve_backend("auto")}
+            "native_bf16": fastpath.native_bf16(), "cpu": fastpath.cpu_model()}
     try:
         import onnxruntime
 
@@ -421,18 +421,20 @@ def measure_levers(models: dict, photos: list[Path], reps: int, cache_dir: str) 
     import torch
 
     from acne import runtime
-    from acne.grading import SeverityGrader
+    from acne.grader import load_grader
     from acne.imaging import load_image
-    from acne.segmentation import LesionSegmenter, find_lesions
+    from acne.lesions import find_lesions
+    from acne.models.classifier import light_preprocess
+    from acne.segmenter import load_segmenter
 
     threads = runtime.resolve_threads(0)
     rgb = load_image(photos[0])
     out: dict = {"threads": threads}
 
-    seg_torch = LesionSegmenter.from_pretrained(models["segmenter"])
-    seg_onnx = LesionSegmenter.from_pretrained(models["segmenter"], backend="onnx", cache_dir=cache_dir,
+    seg_torch = load_segmenter(models["segmenter"])
+    seg_onnx = load_segmenter(models["segmenter"], backend="onnx", cache_dir=cache_dir,
                                                threads=threads)
-    seg_bf16 = LesionSegmenter.from_pretrained(models["segmenter"], backend="bf16")
+    seg_bf16 = load_segmenter(models["segmenter"], backend="bf16")
     side = -(-seg_torch.input_size // 32) * 32
     x = torch.from_numpy(np.random.default_rng(0).standard_normal((1, 3, side, side), dtype=np.float32))
     contiguous = seg_torch.model  # channels_last since load; a contiguous copy for the A/B
@@ -449,34 +451,26 @@ def measure_levers(models: dict, photos: list[Path], reps: int, cache_dir: str) 
         "torch_no_grad_contiguous": lambda: unet(plain, x, torch.no_grad),
         "torch_inference_mode_contiguous": lambda: unet(plain, x, torch.inference_mode),
         "torch_inference_mode_channels_last": lambda: unet(contiguous, x_cl, torch.inference_mode),
-        "onnxruntime": lambda: seg_onnx.runner(x.numpy()),
-        "torch_bf16_encoder_and_coarse_decoder": lambda: unet(seg_bf16.model, x_cl, torch.inference_mode),
+        "onnxruntime": lambda: seg_onnx.runner(x),
+        "torch_bf16_encoder_and_coarse_decoder": lambda: unet(seg_bf16.runner.module, x_cl, torch.inference_mode),
     }, reps)
     del plain
 
-    grader_torch = SeverityGrader.load(models["grader_fallback"])
-    grader_onnx = SeverityGrader.load(models["grader_fallback"], backend="onnx", cache_dir=cache_dir,
+    grader_torch = load_grader(models["grader_fallback"])
+    grader_onnx = load_grader(models["grader_fallback"], backend="onnx", cache_dir=cache_dir,
                                       threads=threads)
-    grader_int8 = SeverityGrader.load(models["grader_fallback"], backend="onnx", cache_dir=cache_dir,
-                                      threads=threads, int8=True)
-    grader_bf16 = SeverityGrader.load(models["grader_fallback"], backend="bf16")
+    grader_bf16 = load_grader(models["grader_fallback"], backend="bf16")
     out["grader_predict"] = ab({"torch": lambda: grader_torch.predict(rgb),
                                 "onnxruntime": lambda: grader_onnx.predict(rgb),
-                                "onnxruntime_int8": lambda: grader_int8.predict(rgb),
                                 "torch_bf16": lambda: grader_bf16.predict(rgb)}, reps)
-    if grader_onnx.preprocess is not None:
-        from acne.grading import _light_preprocess
-
-        out["grader_preprocess"] = ab({"transformers_processor": lambda: grader_torch._inputs(rgb),
-                                       "light_same_numbers": lambda: _light_preprocess(grader_onnx.preprocess, rgb)},
+    if grader_onnx.built.spec is not None:
+        out["grader_preprocess"] = ab({"transformers_processor": lambda: grader_torch.inputs(rgb),
+                                       "light_same_numbers": lambda: light_preprocess(grader_onnx.built.spec, rgb)},
                                       reps)
-    int8_drift = max(abs(a - b) for a, b in zip(grader_onnx.predict(rgb).level_scores.values(),
-                                                 grader_int8.predict(rgb).level_scores.values()))
-    out["grader_int8_max_score_change_on_one_photo"] = round(int8_drift, 4)
 
     # Threads: what an un-capped thread count costs when the process really has fewer CPUs.
     many = max(4, 2 * threads)
-    seg_many = LesionSegmenter.from_pretrained(models["segmenter"], backend="onnx", cache_dir=cache_dir,
+    seg_many = load_segmenter(models["segmenter"], backend="onnx", cache_dir=cache_dir,
                                                threads=many)
     torch_before = torch.get_num_threads()
 
@@ -487,31 +481,31 @@ def measure_levers(models: dict, photos: list[Path], reps: int, cache_dir: str) 
         finally:
             torch.set_num_threads(torch_before)
 
-    out["threads_unet"] = ab({f"onnxruntime_{threads}": lambda: seg_onnx.runner(x.numpy()),
-                              f"onnxruntime_{many}": lambda: seg_many.runner(x.numpy()),
+    out["threads_unet"] = ab({f"onnxruntime_{threads}": lambda: seg_onnx.runner(x),
+                              f"onnxruntime_{many}": lambda: seg_many.runner(x),
                               f"torch_{threads}": lambda: unet(contiguous, x_cl, torch.inference_mode),
                               f"torch_{many}": torch_many}, max(3, reps // 2))
     # Batching (what a batched CLI would gain): 4 photos in one forward vs 4 forwards, per photo.
     x4 = x_cl.repeat(4, 1, 1, 1).contiguous(memory_format=torch.channels_last)
-    pv = grader_bf16._inputs(rgb)
+    pv = grader_bf16.inputs(rgb)
     pv4 = pv.repeat(4, 1, 1, 1)
 
     def per_photo(fn, n):
         return lambda: [fn() for _ in range(n)]
 
-    unet_batch = ab({"4_single": per_photo(lambda: unet(seg_bf16.model, x_cl, torch.inference_mode), 4),
-                     "1_batch_of_4": lambda: unet(seg_bf16.model, x4, torch.inference_mode)}, max(3, reps // 2))
-    grader_batch = ab({"4_single": per_photo(lambda: unet(grader_bf16._forward, pv, torch.inference_mode), 4),
-                       "1_batch_of_4": lambda: unet(grader_bf16._forward, pv4, torch.inference_mode)},
+    unet_batch = ab({"4_single": per_photo(lambda: unet(seg_bf16.runner.module, x_cl, torch.inference_mode), 4),
+                     "1_batch_of_4": lambda: unet(seg_bf16.runner.module, x4, torch.inference_mode)}, max(3, reps // 2))
+    grader_batch = ab({"4_single": per_photo(lambda: unet(grader_bf16.runner.forward, pv, torch.inference_mode), 4),
+                       "1_batch_of_4": lambda: unet(grader_bf16.runner.forward, pv4, torch.inference_mode)},
                       max(3, reps // 2))
     out["batching_bf16_s_per_photo"] = {"unet": {k: round(v / 4, 4) for k, v in unet_batch.items()},
                                         "grader": {k: round(v / 4, 4) for k, v in grader_batch.items()}}
-    del seg_many, grader_torch, grader_int8, grader_bf16, seg_torch, seg_bf16
+    del seg_many, grader_torch, grader_bf16, seg_torch, seg_bf16
 
     # ONNX Runtime's idle threads spin-wait after a run by default; what that costs the Python
     # post-processing that follows (quality checks and overlay drawing here).
     from acne.imaging import quality_warnings
-    from acne.segmentation import render_overlay
+    from acne.lesions import render_overlay
 
     spinning = runtime.OnnxModel(seg_onnx.runner.path, threads, spin=True)
     mask = np.zeros(rgb.shape[:2], bool)
@@ -597,10 +591,9 @@ def guard(args) -> dict:
     base = dataclasses.replace(Settings.from_env(), segmenter=str(models["segmenter"]),
                                grader_fallback=str(models["grader_fallback"]),
                                cache_dir=args.cache_dir or Settings.from_env().cache_dir)
-    analyzers = {"fp32-torch": load_analyzer(dataclasses.replace(base, backend="torch", int8=False, parallel="off")),
-                 "onnx": load_analyzer(dataclasses.replace(base, backend="onnx", int8=False)),
-                 "onnx-int8-grader": load_analyzer(dataclasses.replace(base, backend="onnx", int8=True)),
-                 "bf16": load_analyzer(dataclasses.replace(base, backend="bf16", int8=False))}
+    analyzers = {"fp32-torch": load_analyzer(dataclasses.replace(base, backend="torch", parallel="off")),
+                 "onnx": load_analyzer(dataclasses.replace(base, backend="onnx", parallel="off")),
+                 "bf16": load_analyzer(dataclasses.replace(base, backend="bf16", parallel="off"))}
     photos = pick_photos(args.guard_n)
     pairs = {name: [] for name in analyzers if name != "fp32-torch"}
     started = time.perf_counter()
@@ -620,12 +613,8 @@ def guard(args) -> dict:
         print(f"{name:<18}{g['severity_agreement']:>14.3f}{g['mask_dice']:>11.4f}{g['mask_dice_min']:>10.4f}"
               f"{g['count_within_1']:>11.3f}  {g['passed']}")
     print(f"thresholds: {runtime.GUARD}")
-    int8 = result["fast_paths"]["onnx-int8-grader"]["passed"]
-    shipped = result["shipped"] = runtime.resolve_backend("auto")
-    print(f"shipped fast path here (ACNE_BACKEND=auto -> {shipped}): "
-          f"{'PASSED' if result['fast_paths'][shipped]['passed'] else 'FAILED'}; onnx (CPUs without native "
-          f"bf16): {'PASSED' if result['fast_paths']['onnx']['passed'] else 'FAILED'}; "
-          f"ACNE_INT8=1 {'holds the guard: it may be turned on' if int8 else 'fails the guard: keep it off'}")
+    print("ACNE_BACKEND=auto keeps, per machine, the fastest fast path that passes this guard on its probe photo "
+          "(acne.fastpath.choose).")
     return result
 
 
@@ -746,6 +735,14 @@ def main(argv: list[str] | None = None) -> int:
     result["grader_used"] = {v: p.analyzer.grader.name for v, p in pipelines.items() if isinstance(p, OursPipeline)}
     result["models_in_parallel"] = {v: p.analyzer.parallel for v, p in pipelines.items()
                                     if isinstance(p, OursPipeline)}
+    # What ACNE_BACKEND / ACNE_PARALLEL chose (auto: measured on first use, then cached) and the candidates timed.
+    result["fast_path_choice"] = {v: __import__("dataclasses").asdict(p.analyzer.choice) for v, p in pipelines.items()
+                                  if isinstance(p, OursPipeline)}
+    for v, choice in result["fast_path_choice"].items():
+        print(f"{v}: fast path {choice['backend']}{' + models side by side' if choice['parallel'] else ''} "
+              f"({choice['how']}; candidates: " + (", ".join(f"{k} {m['models_ms']:.0f} ms"
+              + ("" if m["passed"] else " fails the guard") for k, m in choice["measured"].items()) or "none timed")
+              + ")", file=sys.stderr)
     print(f"timing {len(timed)} photos (+{len(warm)} warm-up) ...", file=sys.stderr)
     result["timing"] = timed_runs(pipelines, warm + timed, args.warmup)
     del pipelines

@@ -1,6 +1,6 @@
 """Evaluate a saved severity grader (save_pretrained folder or Hub id) on an ACNE04 split.
 
-Runs the SAVED model the way the app does (acne.grading.SeverityGrader; plain AutoModel +
+Runs the SAVED model the way the app does (acne.grader.load_grader; plain AutoModel +
 AutoImageProcessor if that module is absent) on every photo of the split and writes
 OUT/metrics.json (accuracy, macro-F1, MAE, QWK, confusion, per-image predictions) and
 OUT/confusion.png. Levels are mapped onto the four ACNE04 grades: level -1 and 0 -> 0 (Clear).
@@ -27,16 +27,16 @@ GRADE_NAMES = ("0 Clear", "1 Mild", "2 Moderate", "3 Severe")
 def _load_predictor(model_dir: str):
     """-> (name, runner, predict(rgb) -> (level, {label: p}))."""
     try:
-        from acne.grading import SeverityGrader
+        from acne.grader import load_grader
     except ImportError:
-        SeverityGrader = None
-    if SeverityGrader is not None:
-        grader = SeverityGrader.load(model_dir)
+        load_grader = None
+    if load_grader is not None:
+        grader = load_grader(model_dir)
 
         def predict(rgb):
             res = grader.predict(rgb)
             return res.level, res.level_scores
-        return grader.name, "acne.grading.SeverityGrader", predict
+        return grader.name, "acne.grader.load_grader", predict
 
     from PIL import Image
     from transformers import AutoImageProcessor, AutoModelForImageClassification

@@ -36,9 +36,9 @@ def _peak_table(center: np.ndarray, min_distance: int, floor: float) -> np.ndarr
     find_lesions would make at any threshold >= floor (cheap, for the threshold sweep)."""
     import cv2
 
-    from acne.segmentation import _local_maxima
+    from acne.lesions import local_maxima
 
-    peaks = _local_maxima(center, min_distance) & (center >= floor)
+    peaks = local_maxima(center, min_distance) & (center >= floor)
     n, labels = cv2.connectedComponents(peaks.view(np.uint8), connectivity=8)
     if n <= 1:
         return np.zeros((0, 3), np.float32)
@@ -58,9 +58,10 @@ def evaluate_segmenter(model_dir: str, split: str, out: Path, *, size: int | Non
     find_lesions at the chosen threshold, so the reported figures are those of the shipped code."""
     import cv2
 
-    from acne.segmentation import LesionSegmenter, find_lesions, render_overlay
+    from acne.lesions import find_lesions, render_overlay
+    from acne.segmenter import load_segmenter
 
-    seg = LesionSegmenter.from_pretrained(model_dir, size=size)
+    seg = load_segmenter(model_dir, size=size)
     records = load_split(split)
     if limit:
         records = records[:limit]
@@ -216,7 +217,7 @@ tags: [acne, segmentation, unet, resnet34]
 
 `smp.Unet("resnet34", encoder_weights=None, classes=2)`, trained from scratch on the CPU (no
 pretrained ResNet34 weights could be had). fp16 safetensors in `save_pretrained` layout; load with
-`acne.segmentation.LesionSegmenter.from_pretrained(folder)` (or `smp.from_pretrained(folder)`).
+`acne.segmenter.load_segmenter(folder)` (or `smp.from_pretrained(folder)`).
 
 Output channels (sigmoid): 0 = lesion mask, 1 = lesion-centre heat map. Each peak of the centre map
 at or above `center_threshold` is one lesion; lesion pixels are split between peaks, so touching

@@ -326,13 +326,13 @@ def verify_saved(out: Path, ref_counts: np.ndarray, records, n: int) -> dict:
     """Reload through the app's loading code (fp16 -> fp32) and compare counts with the training pipeline."""
     from acne.acne04 import read_rgb
 
-    from acne.grading import SeverityGrader
+    from acne.grader import load_grader
 
-    grader = SeverityGrader.load(out)
+    grader = load_grader(out)
     counts = []
     for r in records[:n]:
         with torch.inference_mode():
-            counts.append(float(grader.model(pixel_values=grader._inputs(read_rgb(r.path))).count[0]))
+            counts.append(float(grader.model(pixel_values=grader.inputs(read_rgb(r.path))).count[0]))
     diff = np.abs(np.array(counts) - ref_counts[:n])
     check = {"images": n, "max_abs_count_diff": float(diff.max()), "mean_abs_count_diff": float(diff.mean())}
     log.info("saved model (fp16, reloaded) vs training pipeline: %s", check)
@@ -344,7 +344,7 @@ def write_density_card(out: Path, s: dict) -> None:
 
     d = s["density"]
     valid = s.get("valid_saved_model", {}).get("figures") or s["valid_numpy"]
-    source = ("the saved fp16 model run through acne.grading.SeverityGrader (scripts/eval_grader.py)"
+    source = ("the saved fp16 model run through acne.grader.load_grader (scripts/eval_grader.py)"
               if "valid_saved_model" in s else "the training pipeline (saved model not run)")
     vn = s["valid_numpy"]
     layers = d.get("layers", [-1])
@@ -381,7 +381,7 @@ its band: Hayashi's bands (<=5, 6-20, 21-50, >50 lesions), with edges refitted t
 {d['edges']} predicted lesions, because the head under-counts dense photos. Each grade's logit is -{d['slope']:.2f} x
 the distance in log(1 + count) from the count to its band. Edges and slope were fitted on
 {'the out-of-fold counts of a ' + name if cv else 'in-sample train counts'}. The output also carries the `density` map and the `count`.
-Load with `acne.grading.SeverityGrader`, or call `acne.count_model.register()` and use
+Load with `acne.grader.load_grader`, or call `acne.count_model.register()` and use
 `AutoModelForImageClassification` + `AutoImageProcessor`. fp16 safetensors.
 **Not a medical device**: an educational estimate, not a diagnosis.
 

