@@ -2,8 +2,11 @@
 save_pretrained and loaded back through the real loaders, and a real ACNE04 example photo."""
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
+import tempfile
 import sys
 from pathlib import Path
 
@@ -11,6 +14,10 @@ from pathlib import Path
 # There is no Hub here; offline mode makes a Hub id fail fast instead of waiting on the network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# A cache of this run's own (ONNX exports, the fast path's measured choice, the chat's vectors), shared by
+# the apps the tests start: nothing measured or exported by an earlier run or by the user's app decides here.
+os.environ["ACNE_CACHE_DIR"] = tempfile.mkdtemp(prefix="acne-tests-cache-")
+atexit.register(shutil.rmtree, os.environ["ACNE_CACHE_DIR"], ignore_errors=True)
 
 
 def _no_proxy_for_localhost(env) -> None:
