@@ -37,6 +37,7 @@ class JsonlSink:
         self.rows += 1
 
     def close(self) -> None:
+        """Close the file (every row written is already flushed)."""
         self._file.close()
 
     def __enter__(self):

@@ -39,10 +39,12 @@ class HistoryError(ValueError):
 # --------------------------------------------------------------------------- small helpers
 
 def empty() -> dict:
+    """A history with no entries."""
     return {"format": FORMAT, "version": VERSION, "entries": []}
 
 
 def new_id() -> str:
+    """A new random entry id (12 hex digits)."""
     return uuid.uuid4().hex[:12]
 
 
@@ -53,6 +55,7 @@ def _get(obj: Any, name: str, default: Any = None) -> Any:
 
 
 def today() -> dt.date:
+    """Today's date on this server (the visitor's may be a day ahead: parse_date allows tomorrow)."""
     return dt.date.today()
 
 

@@ -25,6 +25,7 @@ def normalise(state: Any) -> dict:
 
 
 def size_of(state: dict) -> int:
+    """The history's size in characters of compact JSON (what the browser stores)."""
     return len(json.dumps(state, separators=(",", ":")))
 
 
@@ -34,6 +35,7 @@ def entries_by_date(state: Any) -> list[dict]:
 
 
 def find(state: Any, entry_id: str | None) -> dict | None:
+    """The entry with id `entry_id` in the (cleaned) history, or None."""
     return next((e for e in normalise(state)["entries"] if e["id"] == entry_id), None)
 
 
@@ -65,6 +67,8 @@ def _same_result(a: dict, b: dict) -> bool:
 
 
 def update_entry(state: Any, entry_id: str | None, *, date: Any, note: Any) -> dict:
+    """The history with entry `entry_id`'s date and note changed. Raises HistoryError when no such
+    entry exists or the date is not a usable date."""
     state = normalise(state)
     for entry in state["entries"]:
         if entry["id"] == entry_id:
@@ -75,6 +79,7 @@ def update_entry(state: Any, entry_id: str | None, *, date: Any, note: Any) -> d
 
 
 def delete_entry(state: Any, entry_id: str | None) -> dict:
+    """The history without entry `entry_id`. Raises HistoryError when no such entry exists."""
     state = normalise(state)
     kept = [e for e in state["entries"] if e["id"] != entry_id]
     if len(kept) == len(state["entries"]):

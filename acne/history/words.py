@@ -12,6 +12,7 @@ def _plural(n: int, word: str) -> str:
 
 
 def duration_words(first: str, last: str) -> str:
+    """The time from date `first` to date `last` (ISO), e.g. 'over 6 weeks', 'on the same day'."""
     days = (dt.date.fromisoformat(last) - dt.date.fromisoformat(first)).days
     if days <= 0:
         return "on the same day"
@@ -32,6 +33,8 @@ def count_change_words(before: int, after: int) -> str:
 
 
 def grade_change_words(before: str | None, after: str | None) -> str:
+    """A change of grade in words: 'Moderate → Mild, one grade better', 'unchanged (Mild)',
+    'not comparable' when either is None."""
     if before is None or after is None:
         return "not comparable"
     steps = class_index(after) - class_index(before)
@@ -47,6 +50,7 @@ def _series(entry: dict) -> tuple:
 
 
 def series_name(entry: dict) -> str:
+    """What an entry measures: 'One photo' or 'Whole face (N views)'."""
     if entry["kind"] == "face":
         return f"Whole face ({len(entry['views'])} view{'s' if len(entry['views']) != 1 else ''})"
     return "One photo"
@@ -58,6 +62,8 @@ def _area(entry: dict) -> int | None:
 
 
 def comparability_notes(before: dict, after: dict) -> list[str]:
+    """Why two entries may not compare well (different kinds, very different analysed areas);
+    empty when they do."""
     notes = []
     if _series(before) != _series(after):
         notes.append(f"These entries measure different things ({series_name(before).lower()} and "
@@ -110,6 +116,7 @@ def trend(state: Any) -> dict | None:
 
 
 def trend_sentence(state: Any) -> str | None:
+    """trend(state)'s sentence, or None."""
     found = trend(state)
     return found["sentence"] if found else None
 
@@ -132,4 +139,5 @@ def entry_label(entry: dict) -> str:
 
 
 def labels(entries: Iterable[dict]) -> list[tuple[str, str]]:
+    """(label, id) pairs of `entries`, for a drop-down."""
     return [(entry_label(e), e["id"]) for e in entries]
