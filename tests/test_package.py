@@ -26,10 +26,13 @@ def fresh_venv(tmp_path_factory) -> Path:
     """A new virtual environment that sees this machine's packages (torch and friends: nothing is
     downloaded) but not its installed copy of acne; this checkout installed into it, editable."""
     folder = tmp_path_factory.mktemp("venv") / "env"
-    venv.EnvBuilder(system_site_packages=True, with_pip=True).create(folder)
+    # No pip of its own: ensurepip would also bring an old setuptools that shadows this machine's. This
+    # machine's pip installs into it (--python) and its setuptools builds (--no-build-isolation).
+    venv.EnvBuilder(system_site_packages=True, with_pip=False).create(folder)
     python = folder / "bin" / "python"
-    done = subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
-                           "--disable-pip-version-check", "-q", "-e", str(PROJECT_DIR)],
+    done = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps",
+                           "--no-build-isolation", "--no-index", "--disable-pip-version-check", "-q",
+                           "-e", str(PROJECT_DIR)],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     return folder
