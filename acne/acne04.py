@@ -19,11 +19,13 @@ LESION_TYPES = ("whitehead_blackhead", "papules", "pustules", "nodules_cysts")
 
 
 def data_root() -> Path:
+    """The ACNE04 folder: ACNE04_DIR, else ../shared/data/acne04 beside the repository."""
     return Path(os.environ.get("ACNE04_DIR", DEFAULT_ROOT))
 
 
 @dataclass
 class Record:
+    """One ACNE04 photo: its path, source photo, Hayashi grade, size and lesion boxes (x0, y0, x1, y1)."""
     path: Path
     source: str
     grade: int                 # Hayashi grade 0..3
@@ -34,6 +36,7 @@ class Record:
 
 
 def load_split(split: str, root: Path | None = None) -> list[Record]:
+    """The records of `split` (train, valid or test) under `root` (default data_root()), in file order."""
     root = root or data_root()
     coco = json.loads((root / "annotations" / f"{split}.json").read_text())
     by_image: dict[int, list[dict]] = defaultdict(list)
@@ -51,6 +54,7 @@ def load_split(split: str, root: Path | None = None) -> list[Record]:
 
 
 def read_rgb(path: Path) -> np.ndarray:
+    """The photo at `path` as an HxWx3 uint8 RGB array. Raises OSError when it cannot be read."""
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:
         raise OSError(f"cannot read {path}")
@@ -68,6 +72,7 @@ def ellipse_mask(boxes: np.ndarray, height: int, width: int, scale: float = 1.0)
 
 
 def by_source(records: list[Record]) -> dict[str, list[Record]]:
+    """Records grouped by source photo (the export versions of one photo together)."""
     groups: dict[str, list[Record]] = defaultdict(list)
     for r in records:
         groups[r.source].append(r)

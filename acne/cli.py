@@ -13,15 +13,17 @@ import logging
 import sys
 from pathlib import Path
 
+from .batch.command import add_batch_parser
+from .batch.command import main as batch_main
+from .imaging import IMAGE_SUFFIXES
+from .records import OutputOptions, analyze_record, quiet_libraries
 from .report import DISCLAIMER
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".avif", ".heic", ".heif"}
-
-log = logging.getLogger("acne")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `acne` command's parser: sub-commands `analyze` and `batch`."""
     parser = argparse.ArgumentParser(
         prog="python -m acne", description="Acne Detection AI: lesion map and severity grade of face photos. "
         + DISCLAIMER)
@@ -43,18 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--grader", metavar="DIR_OR_HUB_ID", help="grader model (overrides ACNE_GRADER)")
     analyze.add_argument("--seg-size", type=int, metavar="N", help="long side fed to the segmenter (ACNE_SEG_SIZE)")
     analyze.add_argument("-v", "--verbose", action="store_true", help="log model loading and timings")
-    from .batch import add_batch_parser
-
     add_batch_parser(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the `acne` command. Parameters: `argv` the arguments (default: sys.argv[1:]).
+    Returns the exit status (EXIT_OK, EXIT_FAILED, EXIT_USAGE; `batch` also 130 when interrupted)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "batch":
-        from .batch import main as batch_main
-
         return batch_main(args, parser)
     if args.command != "analyze":
         parser.print_help(sys.stderr)
@@ -62,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="acne: %(message)s")
 
+    # Before any model loads (seconds): a mistyped path is a usage error at once.
+    missing = [p for p in args.paths if not (Path(p).is_file() or Path(p).is_dir())]
+    if missing:
+        parser.error("no such photo file or folder: " + ", ".join(missing))
     for folder in (args.overlay_dir, args.mask_dir):
         if folder is not None:
             try:
@@ -92,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     from .analysis import load_analyzer
 
     if not args.verbose:
-        _quiet_libraries()
+        quiet_libraries()
     try:
         analyzer = load_analyzer(settings, **overrides)
     except (WeightsMissingError, ValueError) as exc:
@@ -104,8 +108,9 @@ def main(argv: list[str] | None = None) -> int:
 
     failed = 0
     used_stems: dict[str, int] = {}
+    options = OutputOptions(args.overlay_dir, args.mask_dir, args.boxes)
     for path in _expand(args.paths):
-        record = _analyze_one(analyzer, path, args, used_stems)
+        record = analyze_record(analyzer, path, options, used_stems)
         failed += not record["ok"]
         if args.json:
             print(json.dumps(record), flush=True)
@@ -121,7 +126,8 @@ def _analyze_views(analyzer, args) -> int:
     from .views import VIEW_NAMES, summarize
 
     used_stems: dict[str, int] = {}
-    records = [(name, _analyze_one(analyzer, Path(path), args, used_stems))
+    options = OutputOptions(args.overlay_dir, args.mask_dir, args.boxes)
+    records = [(name, analyze_record(analyzer, Path(path), options, used_stems))
                for name, path in zip(VIEW_NAMES, args.paths)]
     summary = summarize(records)
     if args.json:
@@ -156,17 +162,6 @@ def _human_views(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def _quiet_libraries() -> None:
-    # Model-loading progress bars and library chatter would bury our own messages on stderr.
-    try:
-        from transformers.utils import logging as transformers_logging
-
-        transformers_logging.disable_progress_bar()
-        transformers_logging.set_verbosity_error()
-    except ImportError:
-        pass
-
-
 def _expand(paths: list[str]) -> list[Path]:
     """Files as given; folders replaced by the image files inside them (sorted, not recursive)."""
     out: list[Path] = []
@@ -180,43 +175,6 @@ def _expand(paths: list[str]) -> list[Path]:
     return out
 
 
-def _analyze_one(analyzer, path: Path, args, used_stems: dict[str, int], *, source=None,
-                 stem: str | None = None) -> dict:
-    """One JSON record of the --json contract. `source` (the file's bytes) replaces reading `path`,
-    `stem` the name its overlay and mask get (acne/batch.py decides both ahead)."""
-    from .imaging import InvalidImageError, mask_to_png_array, save_png
-
-    if source is None and path.is_dir():
-        return {"file": str(path), "ok": False, "error": f"The folder {path.name} holds no image files."}
-    try:
-        analysis = analyzer.run(path if source is None else source)
-    except InvalidImageError as exc:
-        return {"file": str(path), "ok": False, "error": str(exc)}
-    except Exception as exc:  # noqa: BLE001 - one bad input must not stop the others
-        log.debug("analysis of %s failed", path, exc_info=True)
-        return {"file": str(path), "ok": False,
-                "error": f"Internal error while analysing this image ({type(exc).__name__}: {exc})."}
-    record = {"file": str(path), "ok": True, **analysis.report.to_dict()}
-    if args.overlay_dir or args.mask_dir:
-        stem = stem or _unique_stem(path.stem, used_stems)
-        try:
-            if args.overlay_dir:
-                overlay = analysis.overlay(boxes=args.boxes)
-                record["overlay"] = str(save_png(args.overlay_dir / f"{stem}.png", overlay))
-            if args.mask_dir:
-                record["mask"] = str(save_png(args.mask_dir / f"{stem}.png", mask_to_png_array(analysis.mask)))
-        except OSError as exc:
-            return {"file": str(path), "ok": False, "error": f"Could not write the output image: {exc}"}
-    return record
-
-
-def _unique_stem(stem: str, used: dict[str, int]) -> str:
-    # Two inputs with the same name (a/x.jpg, b/x.jpg) must not overwrite each other's outputs.
-    count = used.get(stem, 0)
-    used[stem] = count + 1
-    return stem if count == 0 else f"{stem}-{count + 1}"
-
-
 def _human(record: dict) -> str:
     if not record["ok"]:
         return f"{record['file']}: could not analyse: {record['error']}"
@@ -228,10 +186,21 @@ def _human(record: dict) -> str:
     for key in ("overlay", "mask"):
         if key in record:
             lines.append(f"  {key}: {record[key]}")
-    t = record["timings_ms"]
-    lines.append(f"  time: {t['total']:.0f} ms (decode {t['decode']:.0f}, region {t.get('region', 0):.0f}, "
-                 f"segment {t['segment']:.0f}, grade {t['grade']:.0f})")
+    lines.append("  time: " + timing_words(record["timings_ms"]))
     return "\n".join(lines)
+
+
+def timing_words(t: dict) -> str:
+    """The record's `timings_ms` in words whose parts add up to the total. The models' part is wall time;
+    when the two models ran side by side their own times overlap and are said to (they do not add up)."""
+    models = t.get("models", t["segment"] + t["grade"])
+    rest = max(0.0, t["total"] - t["decode"] - t.get("region", 0.0) - models)
+    if t["segment"] + t["grade"] <= models + 1.0:   # one after the other (1 ms: rounding)
+        split = f"segment {t['segment']:.0f} + grade {t['grade']:.0f}"
+    else:
+        split = f"segment {t['segment']:.0f} and grade {t['grade']:.0f} side by side"
+    return (f"{t['total']:.0f} ms = decode {t['decode']:.0f} + region {t.get('region', 0):.0f} + models "
+            f"{models:.0f} wall ({split}) + report {rest:.0f}")
 
 
 def _graded_lines(record: dict) -> list[str]:

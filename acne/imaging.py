@@ -31,6 +31,9 @@ SUPPORTED = "JPEG, PNG, WebP, HEIC, BMP, TIFF, GIF or AVIF" if HEIF_SUPPORTED el
 # ImageNet normalisation (RGB, 0-1 scale): both embedded models and their training scripts use it.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# File names taken as photos when a folder is searched (`acne analyze`, `acne batch`).
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".avif", ".heic",
+                            ".heif"})
 MAX_PIXELS = 50_000_000
 MIN_SIDE = 64
 
@@ -48,7 +51,11 @@ class InvalidImageError(ValueError):
 # --------------------------------------------------------------------------- decoding
 
 def load_image(source: ImageSource, *, max_pixels: int = MAX_PIXELS, min_side: int = MIN_SIDE) -> np.ndarray:
-    """Decode `source` into an HxWx3 uint8 RGB array, upright according to its EXIF orientation."""
+    """Decode `source` into an HxWx3 uint8 RGB array, upright according to its EXIF orientation.
+
+    Parameters: `source` a file path, the file's bytes, a PIL image or an array (HxW, HxWx3, HxWx4);
+    `max_pixels` / `min_side` the size limits (a decompression bomb or a thumbnail is refused).
+    Returns the RGB array. Raises InvalidImageError, whose message is meant for people."""
     if isinstance(source, np.ndarray):
         rgb = _array_to_rgb(source)
         _check_size(rgb.shape[1], rgb.shape[0], max_pixels, min_side)
@@ -59,7 +66,7 @@ def load_image(source: ImageSource, *, max_pixels: int = MAX_PIXELS, min_side: i
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
     elif isinstance(source, (str, Path)):
-        data = _read_file(Path(source))
+        data = read_file(Path(source))
     else:
         raise InvalidImageError(f"Cannot read an image from a {type(source).__name__}; "
                                 "give a file path, the file's bytes, a PIL image or a numpy array.")
@@ -68,7 +75,10 @@ def load_image(source: ImageSource, *, max_pixels: int = MAX_PIXELS, min_side: i
     return _decode_bytes(data, max_pixels, min_side)
 
 
-def _read_file(path: Path) -> bytes:
+def read_file(path: Path) -> bytes:
+    """The bytes of the photo file at `path`.
+
+    Raises InvalidImageError with a plain message when the file is missing, a folder or unreadable."""
     try:
         return path.read_bytes()
     except FileNotFoundError:
@@ -220,12 +230,14 @@ def to_png_bytes(array: np.ndarray) -> bytes:
 
 
 def save_png(path: str | Path, array: np.ndarray) -> Path:
+    """Write `array` (RGB HxWx3 or grey HxW, uint8) as a metadata-free PNG at `path`; returns the path."""
     path = Path(path)
     path.write_bytes(to_png_bytes(array))
     return path
 
 
 def mask_to_png_array(mask: np.ndarray) -> np.ndarray:
+    """A boolean lesion mask as a 0/255 uint8 image."""
     return np.where(mask, 255, 0).astype(np.uint8)
 
 

@@ -35,6 +35,7 @@ def match_lesions(centers: np.ndarray, boxes: np.ndarray, enlarge: float = 0.25)
 
 
 def prf(tp: int, n_pred: int, n_true: int) -> dict[str, float]:
+    """Precision, recall and F1 from `tp` matches among `n_pred` predicted and `n_true` true items."""
     precision = tp / n_pred if n_pred else 0.0
     recall = tp / n_true if n_true else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
@@ -49,10 +50,13 @@ def dice_iou(pred: np.ndarray, true: np.ndarray) -> tuple[int, int, int]:
 
 
 def hayashi_band(count: int) -> int:
+    """The Hayashi grade (0..3) of a lesion count: <=5, 6-20, 21-50, >50."""
     return 0 if count <= 5 else 1 if count <= 20 else 2 if count <= 50 else 3
 
 
 def classification_figures(y_true, y_pred, n_classes: int = 4) -> dict:
+    """Accuracy, macro-F1, per-class F1, MAE (in grades), QWK and the confusion matrix of
+    integer labels `y_pred` against `y_true` (0..n_classes-1)."""
     y_true = np.asarray(y_true, int)
     y_pred = np.asarray(y_pred, int)
     cm = np.zeros((n_classes, n_classes), int)
@@ -76,6 +80,7 @@ def classification_figures(y_true, y_pred, n_classes: int = 4) -> dict:
 
 
 def quadratic_weighted_kappa(cm: np.ndarray) -> float:
+    """Cohen's kappa with quadratic weights of a confusion matrix (rows true, columns predicted)."""
     cm = np.asarray(cm, float)
     n = cm.shape[0]
     total = cm.sum()

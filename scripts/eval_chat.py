@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from acne.chat import offline
+from acne.chat import offline, retrieval
 from acne.report import GraderResult, Lesion, Report
 
 QUESTION_SET = Path(__file__).resolve().parent.parent / "tests" / "chat_questions.py"
@@ -87,17 +87,17 @@ def main() -> None:
                                                             "with an empty cache")
     args = parser.parse_args()
     if args.weight is not None:
-        offline.BM25_WEIGHT = args.weight
+        retrieval.BM25_WEIGHT = args.weight
 
     print(f"{len(QUESTIONS)} questions: {len(RETRIEVAL)} with a note that answers them, {len(DECLINE)} off-topic "
           f"or injection, {len(RED_FLAG)} red flags")
-    bm25 = offline.OfflineAssistant(offline.KnowledgeBase.load(encoder=None))
+    bm25 = offline.OfflineAssistant(retrieval.KnowledgeBase.load(encoder=None))
     # Start-up cost of the embeddings, on top of what the app imports anyway for its own models.
     t0 = time.perf_counter()
     import torch  # noqa: F401
     import transformers.models.bert  # noqa: F401
     t1 = time.perf_counter()
-    hybrid = offline.OfflineAssistant(offline.default_knowledge())  # what the app does: loads in the background
+    hybrid = offline.OfflineAssistant(retrieval.default_knowledge())  # what the app does: loads in the background
     t2 = time.perf_counter()
     hybrid.knowledge.wait_ready()
     t3 = time.perf_counter()
@@ -115,7 +115,7 @@ def main() -> None:
             t4 = time.perf_counter()
             encoder = SentenceEncoder(hybrid.knowledge.encoder.folder, cache_dir=tmp)
             t5 = time.perf_counter()
-            cached_passage_vectors(encoder, [offline.passage_text(p) for p in hybrid.knowledge.passages], tmp)
+            cached_passage_vectors(encoder, [retrieval.passage_text(p) for p in hybrid.knowledge.passages], tmp)
             t6 = time.perf_counter()
         print(f"    with an empty cache (first start on a machine): ONNX export {t5 - t4:.2f} s, "
               f"{len(hybrid.knowledge.passages)} passage vectors {t6 - t5:.2f} s")

@@ -27,11 +27,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from grader_features import (DATA_TERMS, LABELS, assign_blocks, build_processor, load_backbone, load_part,
+                             patch_counts, split_records)
 
-from acne.metrics import classification_figures  # noqa: E402
-
-from acne.count_model import (CountGraderConfig, DensityHead, Dinov2ForLesionCountGrading,  # noqa: E402
-                              grade_logits)
+from acne.count_model import CountGraderConfig, DensityHead, Dinov2ForLesionCountGrading, grade_logits
+from acne.metrics import classification_figures
 
 log = logging.getLogger("train_grader")
 TOKENS = {0: "grid", 1: "pre1", 2: "pre2"}   # cache key: the input of the trainable part
@@ -66,8 +66,6 @@ class DensityTrainer(torch.nn.Module):
 def _part(cdir: Path, name: str, split: str, version, key: str, size: int, sigma: float, extra=(), norm=None):
     """Cached tokens of one part (N x tokens x dim, fp16) with their targets and records. `extra` cache keys
     (inputs of the last blocks) are layer-normed like the final tokens and concatenated to them."""
-    from train_grader import load_part, patch_counts, split_records
-
     data = load_part(cdir / name, ("names", key, *extra))
     if data is None:
         raise SystemExit(f"{cdir / name} is not complete: run `python scripts/train_grader.py --stage features` first")
@@ -137,8 +135,8 @@ def fit_slope(counts: np.ndarray, grades: np.ndarray, edges) -> float:
 
 
 def density_stage(args, init: str, cdir: Path) -> None:
-    from train_grader import load_backbone
-
+    """Train the density grader on the feature cache `cdir`, fit its band edges and slope (out-of-fold counts
+    with --density-cv), save it to args.out with its model card, check the reload, evaluate it on valid."""
     k, key = args.density_blocks, TOKENS[args.density_blocks]
     layers = [int(v) for v in args.density_layers.split(",")]
     if layers[0] != -1 or any(layer not in LAYER_KEYS for layer in layers[1:]) or (k and len(layers) > 1):
@@ -224,8 +222,6 @@ def density_stage(args, init: str, cdir: Path) -> None:
 
 def train_density(args, init: str, x, targets, counts, ckpt: Path, valid=None):
     """Train a DensityTrainer on cached tokens x (resumable from ckpt). Returns (net, per-epoch history)."""
-    from train_grader import load_backbone
-
     k = args.density_blocks
     torch.manual_seed(args.seed)
     net = DensityTrainer(load_backbone(init), k, n_layers=len(args.density_layers.split(",")))
@@ -277,9 +273,7 @@ def train_density(args, init: str, x, targets, counts, ckpt: Path, valid=None):
 
 def cross_validated_counts(args, init: str, x, targets, counts, records, run: Path) -> np.ndarray:
     """Out-of-fold counts on train (NaN where a fold was not run): folds grouped by source photo (all its
-    export versions in one fold), stratified by grade, as in train_grader's CV."""
-    from train_grader import assign_blocks
-
+    export versions in one fold), stratified by grade (grader_features.assign_blocks)."""
     grades = {r.source: r.grade for r in records}
     blocks = assign_blocks(sorted(grades), grades, args.seed)
     fold = np.array([blocks[r.source] % args.density_cv for r in records])
@@ -297,8 +291,6 @@ def cross_validated_counts(args, init: str, x, targets, counts, records, run: Pa
 
 def save_density_model(args, init: str, net: DensityTrainer, slope: float, edges) -> None:
     from transformers import Dinov2Config
-
-    from train_grader import LABELS, build_processor, load_backbone
 
     kwargs = {"local_files_only": True} if Path(init).is_dir() else {}
     base = Dinov2Config.from_pretrained(init, **kwargs).to_dict()
@@ -323,16 +315,22 @@ def save_density_model(args, init: str, net: DensityTrainer, slope: float, edges
 
 
 def verify_saved(out: Path, ref_counts: np.ndarray, records, n: int) -> dict:
-    """Reload through the app's loading code (fp16 -> fp32) and compare counts with the training pipeline."""
+    """Reload the saved folder through the transformers Auto classes, as the model card says (fp16 -> fp32),
+    and compare its counts on n valid photos with the training pipeline's."""
+    from PIL import Image
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
     from acne.acne04 import read_rgb
+    from acne.count_model import register
 
-    from acne.grader import load_grader
-
-    grader = load_grader(out)
+    register()
+    model = AutoModelForImageClassification.from_pretrained(out, dtype=torch.float32, local_files_only=True).eval()
+    processor = AutoImageProcessor.from_pretrained(out, local_files_only=True)
     counts = []
     for r in records[:n]:
+        pixel_values = processor(images=Image.fromarray(read_rgb(r.path)), return_tensors="pt")["pixel_values"]
         with torch.inference_mode():
-            counts.append(float(grader.model(pixel_values=grader.inputs(read_rgb(r.path))).count[0]))
+            counts.append(float(model(pixel_values=pixel_values).count[0]))
     diff = np.abs(np.array(counts) - ref_counts[:n])
     check = {"images": n, "max_abs_count_diff": float(diff.max()), "mean_abs_count_diff": float(diff.mean())}
     log.info("saved model (fp16, reloaded) vs training pipeline: %s", check)
@@ -340,8 +338,6 @@ def verify_saved(out: Path, ref_counts: np.ndarray, records, n: int) -> dict:
 
 
 def write_density_card(out: Path, s: dict) -> None:
-    from train_grader import DATA_TERMS
-
     d = s["density"]
     valid = s.get("valid_saved_model", {}).get("figures") or s["valid_numpy"]
     source = ("the saved fp16 model run through acne.grader.load_grader (scripts/eval_grader.py)"
@@ -365,6 +361,10 @@ def write_density_card(out: Path, s: dict) -> None:
     cv_row = (cv_line("Hayashi's band edges", cv["hayashi_edges"]) +
               cv_line("fitted edges (nested: fitted without the fold)", cv["fitted_edges"]) if cv else "")
     cv_note = f" Out-of-fold lesion count on train: MAE {cv['count_mae']:.2f}." if cv else ""
+    command = f"`{s['command']}`"
+    if "--stage density" in s["command"] or "--stage=density" in s["command"]:  # the cache came from a run before
+        command = (f"`python scripts/train_grader.py --stage features --train-versions {s['train_versions']}`, "
+                   f"then{nl}  {command}")
     text = f"""---
 license: other
 library_name: transformers
@@ -396,9 +396,8 @@ Load with `acne.grader.load_grader`, or call `acne.count_model.register()` and u
 - A fixed schedule, the last epoch saved: valid was logged after every epoch for the record and never used
   for any choice. Position embeddings (37 x 37) are interpolated to {s['size'] // 14} x {s['size'] // 14} patches on every forward.
 - Train: {s['train_photos']} photos ({s['train_versions']} export version(s) per source). Seed {s['seed']}.
-- Command (repo root; training extras in scripts/requirements-train.txt; caches in runs/grader):
-  `python scripts/train_grader.py --stage features --train-versions {s['train_versions']}`, then
-  `{s['command']}`
+- Command (repo root; training extras: `pip install -e .[train]`; caches in runs/grader):
+  {command}
 
 ## Figures
 | data | accuracy | macro-F1 | MAE (grades) | QWK |

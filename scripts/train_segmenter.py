@@ -4,10 +4,13 @@ Two output channels:
   0  lesion mask: filled ellipses inscribed in the ground-truth boxes (the data set has no pixel masks)
   1  lesion centres: a small Gaussian per box; its peaks are the lesions (keeps touching lesions apart)
 
-Example (the command behind weights/segmenter):
-  nohup python scripts/train_segmenter.py --out runs/segmenter --steps 2400 > runs/segmenter.log 2>&1 &
-  python scripts/train_segmenter.py --out runs/segmenter --resume ...      # continue after a stop
-  python scripts/train_segmenter.py --out runs/segmenter --export weights/segmenter
+The default command rebuilds weights/segmenter by the model card's recipe (SESSIONS): 900 steps from
+scratch, then 4,400 steps from the first session's best weights at a lower peak learning rate; the best
+step of the second session (judged on a fixed subset of valid) is exported fp16 to --export:
+
+  python scripts/train_segmenter.py                                   # both sessions, then the export
+  python scripts/train_segmenter.py --stage train --out runs/x --steps 2400 [--resume] [--init-from DIR]
+  python scripts/train_segmenter.py --stage export --out runs/x --export weights/segmenter
 """
 from __future__ import annotations
 
@@ -27,11 +30,17 @@ import torch
 import torch.nn.functional as F
 
 from acne.acne04 import ellipse_mask, load_split, read_rgb  # noqa: E402
+from acne.imaging import IMAGENET_MEAN, IMAGENET_STD
 from acne.metrics import dice_iou, hayashi_band, match_lesions, prf  # noqa: E402
 
-MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
-STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
+MEAN = np.array(IMAGENET_MEAN, np.float32) * 255
+STD = np.array(IMAGENET_STD, np.float32) * 255
 CHANNELS = ["lesion", "center"]
+# The shipped weights' recipe (weights/segmenter/README.md): the options each session overrides.
+SESSIONS = (
+    {"name": "session1", "steps": 900, "lr": 1e-3, "eval_every": 100, "eval_images": 60, "threads": 1},
+    {"name": "session2", "steps": 4400, "lr": 8e-4, "eval_every": 400, "eval_images": 60, "threads": 2},
+)
 log = logging.getLogger("train_segmenter")
 
 
@@ -220,7 +229,11 @@ def export(out_dir: Path, export_dir: Path, input_size: int) -> None:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=Path("runs/segmenter"))
+    ap.add_argument("--stage", choices=("all", "train", "export"), default="all",
+                    help="all (default): the shipped recipe's two sessions (SESSIONS; their steps, lr, eval and "
+                         "thread options are fixed), then the export; train: one run with the options below; "
+                         "export: OUT/best.pt to --export")
+    ap.add_argument("--out", type=Path, default=Path("runs/segmenter"), help="checkpoints and logs")
     ap.add_argument("--steps", type=int, default=2400)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--crop", type=int, default=256)
@@ -240,24 +253,41 @@ def main(argv=None) -> None:
     ap.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     ap.add_argument("--init-from", type=Path, help="start from a save_pretrained folder (e.g. weights/segmenter)")
     ap.add_argument("--train-limit", type=int, default=0, help="use only the first N train photos (smoke tests)")
-    ap.add_argument("--export", type=Path, help="only export OUT/best.pt (fp16 save_pretrained) to this folder")
+    ap.add_argument("--export", type=Path, default=Path("weights/segmenter"),
+                    help="where the best step is exported (fp16 save_pretrained + inference.json)")
     args = ap.parse_args(argv)
 
     args.out.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
                         handlers=[logging.StreamHandler(), logging.FileHandler(args.out / "train.log")])
-    if args.export:
+    if args.stage == "export":
         export(args.out, args.export, args.input_size)
-        return
+    elif args.stage == "train":
+        train(args)
+    else:
+        init_from = args.init_from
+        for session in SESSIONS:
+            run = argparse.Namespace(**{**vars(args), **session, "out": args.out / session["name"],
+                                        "init_from": init_from})
+            run.out.mkdir(parents=True, exist_ok=True)
+            log.info("%s: %s", session["name"], session)
+            train(run)
+            init_from = run.out / "export"
+            export(run.out, init_from, args.input_size)
+        export(args.out / SESSIONS[-1]["name"], args.export, args.input_size)
 
+
+def train(args) -> None:
+    """One training run: `args` as main's options (steps, lr, eval_every, out, resume, init_from...).
+    Writes OUT/last.pt (to resume), OUT/best.pt (the best step on the valid subset) and OUT/history.jsonl."""
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     random.seed(args.seed)
 
-    train = load_split("train")
+    train_records = load_split("train")
     if args.train_limit:
-        train = train[: args.train_limit]
+        train_records = train_records[: args.train_limit]
     valid = load_split("valid")
     # A fixed, grade-stratified valid subset keeps model selection cheap; evaluate.py reports all of valid.
     vrng = np.random.default_rng(1234)
@@ -267,7 +297,7 @@ def main(argv=None) -> None:
         vsub += list(vrng.choice(idx, size=min(len(idx), max(1, args.eval_images * len(idx) // len(valid))), replace=False))
     vrecs = [valid[i] for i in sorted(vsub)]
     t0 = time.time()
-    images = [read_rgb(r.path) for r in train]  # decoded once: JPEG decoding in the loop costs a third
+    images = [read_rgb(r.path) for r in train_records]  # decoded once: JPEG decoding in the loop costs a third
     vimages = [read_rgb(r.path) for r in vrecs]
     log.info("loaded %d train / %d valid-subset photos in %.0fs", len(images), len(vimages), time.time() - t0)
 
@@ -288,7 +318,7 @@ def main(argv=None) -> None:
         rng = np.random.default_rng([args.seed, step])
         log.info("resumed at step %d (best f1 %.3f)", step, best.get("f1", -1))
 
-    sampler = CropSampler(images, train, args.crop, tuple(args.scale), args.lesion_bias, rng)
+    sampler = CropSampler(images, train_records, args.crop, tuple(args.scale), args.lesion_bias, rng)
     bf16 = args.bf16 == "on" or (args.bf16 == "auto" and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     log.info("training forward in %s", "bfloat16 (autocast)" if bf16 else "float32")
     t_last, losses = time.time(), []

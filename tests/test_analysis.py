@@ -139,7 +139,7 @@ def test_missing_weights_name_every_missing_model(tmp_path):
     assert "train_segmenter.py" in message and "train_grader.py" in message
 
 
-# -- the grader + lesion count combination (scripts/fit_combination.py) ----------------------------
+# -- where the severity comes from --------------------------------------------------------------------
 
 
 def test_severity_comes_from_the_grader(tiny_analyzer, example_photo):

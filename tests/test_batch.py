@@ -173,9 +173,13 @@ def test_parquet_from_lists_with_overlays_and_quiet(tiny_model_env, photos, refe
     txt.write_text("# photos to score\n" + "\n".join(os.path.relpath(p, txt.parent) for p in listed[:3]) + "\n\n")
     csv_file = tmp_path / "lists" / "photos.csv"
     csv_file.write_text("id,file\n" + "\n".join(f"{i},{p}" for i, p in enumerate(listed[2:])) + "\n")
+    # A photo a list names that is gone gets an error row (a missing input on the command line is a usage
+    # error: test_missing_inputs_are_a_usage_error_before_the_models_load).
     missing = tmp_path / "gone.jpg"
+    stale = tmp_path / "lists" / "stale.txt"
+    stale.write_text(f"{missing}\n")
     out = tmp_path / "results.parquet"
-    done = run_acne(tiny_model_env, "batch", txt, csv_file, missing, "--out", out, "--quiet", "--workers", "2",
+    done = run_acne(tiny_model_env, "batch", txt, csv_file, stale, "--out", out, "--quiet", "--workers", "2",
                     "--pool", "processes", "--overlay-dir", tmp_path / "overlays", "--mask-dir", tmp_path / "masks")
     assert done.returncode == 1, done.stderr
     assert done.stderr == "" and done.stdout == ""   # --quiet: no progress bar, no summary
@@ -292,6 +296,18 @@ def test_usage_errors_exit_2_before_loading_models(tiny_model_env, example_photo
         assert done.returncode == 2 and phrase in done.stderr, (args, done.stderr)
 
 
+def test_missing_inputs_are_a_usage_error_before_the_models_load(tiny_model_env, example_photo, tmp_path):
+    # The weights are missing too: the input check answers first, so no model was being loaded.
+    env = dict(tiny_model_env, ACNE_SEGMENTER=str(tmp_path / "nowhere"), ACNE_GRADER_FALLBACK=str(tmp_path / "no"),
+               ACNE_GRADER="nobody/no-such-grader")
+    missing, listed = tmp_path / "gone.jpg", tmp_path / "gone.txt"
+    done = run_acne(env, "batch", example_photo, missing, listed, "--out", tmp_path / "r.jsonl", timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "usage:" in done.stderr and f"no such photo file, folder or list: {missing}, {listed}" in done.stderr
+    assert "cannot start" not in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "r.jsonl").exists()
+
+
 def test_missing_weights_stop_the_run_with_one_message(tiny_model_env, example_photo, tmp_path):
     env = dict(tiny_model_env, ACNE_SEGMENTER=str(tmp_path / "nowhere"), ACNE_GRADER_FALLBACK=str(tmp_path / "no"),
                ACNE_GRADER="nobody/no-such-grader")
@@ -304,7 +320,7 @@ def test_missing_weights_stop_the_run_with_one_message(tiny_model_env, example_p
 # --------------------------------------------------------------------------- pieces, in this process
 
 def test_inputs_expand_recursively_from_lists_and_once_each(tmp_path):
-    from acne.batch import expand_inputs
+    from acne.batch.inputs import expand_inputs
 
     (tmp_path / "d" / "sub").mkdir(parents=True)
     (tmp_path / "d" / ".git").mkdir()
@@ -321,7 +337,7 @@ def test_inputs_expand_recursively_from_lists_and_once_each(tmp_path):
 
 
 def test_summary_counts_not_assessed_and_failures():
-    from acne.batch import summary
+    from acne.batch.command import summary
 
     rows = {"a": (True, "Mild"), "b": (True, None), "c": (False, None), "d": (True, "Mild"), "e": (True, "Severe")}
     text = summary(rows, new=3, already=2, seconds=2.0, out=Path("r.jsonl"))
@@ -331,7 +347,8 @@ def test_summary_counts_not_assessed_and_failures():
 
 
 def test_a_line_cut_off_by_a_crash_is_dropped_before_appending(tmp_path):
-    from acne.batch import JsonlSink, Output, row_key
+    from acne.batch.inputs import row_key
+    from acne.batch.sinks import JsonlSink, Output
 
     out = tmp_path / "r.jsonl"
     out.write_text('{"file": "a.jpg", "ok": true}\n{"file": "b.jpg", "o')
@@ -345,8 +362,9 @@ def test_parts_are_consolidated_once_into_jsonl_or_parquet(tmp_path):
     """What a run leaves in <out>.parts (JSON-lines rows, Ray's Parquet parts, a part cut off by a kill)
     is folded into the output; rows the output already holds are not added twice."""
     import pyarrow.parquet as pq
-    from acne.batch import Output, row_key
-    from acne.batch_ray import part_table
+    from acne.batch.inputs import row_key
+    from acne.batch.ray import part_table
+    from acne.batch.sinks import Output
 
     rows = [{"file": f"p{i}.jpg", "ok": True, "severity": "Mild", "lesion_count": i,
              "lesions": [{"box": [0, 0, 2, 2], "center": [1.0, 1.0], "area_px": 4, "score": 0.9}] * i}

@@ -7,8 +7,9 @@ import re
 import pytest
 
 from acne.chat import Profile, load_assistant
-from acne.chat.offline import (BM25, KNOWLEDGE_DIR, KnowledgeBase, OfflineAssistant, parse_note, red_flags,
-                               tokenize)
+from acne.chat.offline import OfflineAssistant
+from acne.chat.retrieval import BM25, KNOWLEDGE_DIR, KnowledgeBase, parse_note, tokenize
+from acne.chat.safety import red_flags
 from acne.chat.prompt import build_system_prompt
 from acne.config import Settings
 from acne.report import GraderResult, Report

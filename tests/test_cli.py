@@ -145,3 +145,29 @@ def test_folders_and_same_named_inputs_in_process(monkeypatch, capsys, tiny_mode
     assert "holds no image files" in records[2]["error"]
     assert records[0]["mask"] != records[1]["mask"]
     assert sorted(p.name for p in (tmp_path / "masks").iterdir()) == ["face-2.png", "face.png"]
+
+
+def test_missing_inputs_are_a_usage_error_before_the_models_load(tiny_model_env, example_photo, tmp_path):
+    # The weights are missing too: the input check answers first, so no model was being loaded.
+    env = dict(tiny_model_env, ACNE_SEGMENTER=str(tmp_path / "nowhere"), ACNE_GRADER_FALLBACK=str(tmp_path / "no"),
+               ACNE_GRADER="nobody/no-such-grader")
+    missing = tmp_path / "gone.jpg"
+    for args in (["analyze", example_photo, missing, "--json"], ["analyze", "--views", missing, example_photo]):
+        done = run_cli(env, *args, timeout=60)
+        assert done.returncode == 2, (args, done.stderr)
+        assert done.stdout == "" and "usage:" in done.stderr
+        assert f"no such photo file or folder: {missing}" in done.stderr
+        assert "cannot start" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_printed_timings_add_up_and_say_when_the_models_overlapped():
+    from acne.cli import timing_words
+
+    one_by_one = {"decode": 10.0, "region": 20.0, "segment": 300.0, "grade": 200.0, "models": 505.0, "total": 540.0}
+    assert timing_words(one_by_one) == ("540 ms = decode 10 + region 20 + models 505 wall (segment 300 + grade 200) "
+                                        "+ report 5")
+    side_by_side = dict(one_by_one, models=320.0, total=355.0)
+    assert timing_words(side_by_side) == ("355 ms = decode 10 + region 20 + models 320 wall (segment 300 and grade "
+                                          "200 side by side) + report 5")
+    not_assessed = {"decode": 10.0, "region": 20.0, "segment": 0.0, "grade": 0.0, "models": 0.0, "total": 31.0}
+    assert timing_words(not_assessed).startswith("31 ms = decode 10 + region 20 + models 0 wall")

@@ -79,13 +79,13 @@ def test_the_documents_name_the_commands_this_test_knows():
     scripts = {tuple(script_of(c)) for _, c in COMMANDS}
     # A sample that must be found (the parser works): the README's figures and the cards' training commands.
     for expected in [("python", "scripts/evaluate.py"), ("python", "scripts/eval_grader.py"),
-                     ("python", "scripts/fit_combination.py"), ("python", "scripts/benchmark.py"),
+                     ("python", "scripts/benchmark.py"),
                      ("python", "scripts/train_grader.py"), ("python", "scripts/train_segmenter.py"),
                      ("python", "-m", "acne", "analyze"), ("python", "tests/fake_openai_server.py"),
                      ("python", "app.py"), ("python", "-m", "pytest")]:
         assert expected in scripts, (expected, sorted(scripts))
     # The README's wrapped inline command is read whole.
-    assert any(c.startswith("python scripts/fit_combination.py --grader-oof runs/") and "--out" in c
+    assert any(c.startswith("python scripts/screenshot.py --width 1280 --height 800") and "--out" in c
                for _, c in COMMANDS)
     for words in scripts:
         if words[:2] != ("python", "-m") and words not in NOT_RUN_HERE:

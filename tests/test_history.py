@@ -121,7 +121,7 @@ def test_hostile_values_are_neutralised():
            "thumbnail": "javascript:alert(1)", "region": {"width": -3, "height": 10},
            "kind": "face", "views": ["left", "<b>", "left"], "view_counts": {"left": 3, "nose": 4}}
     clean = history.validate_entry(raw)
-    assert history._ID.match(clean["id"]) and clean["id"] != "../../etc"
+    assert history.records._ID.match(clean["id"]) and clean["id"] != "../../etc"
     assert len(clean["note"]) == history.MAX_NOTE_CHARS and "\u0000" not in clean["note"]
     assert clean["scores"] == {} and clean["region"] is None and "thumbnail" not in clean
     assert clean["views"] == ["left"] and clean["view_counts"] == {"left": 3}
@@ -171,7 +171,7 @@ def test_saving_the_same_result_twice_for_the_same_day_is_noticed():
 
 
 def test_a_full_history_says_so(monkeypatch):
-    monkeypatch.setattr(history, "MAX_ENTRIES", 2)
+    monkeypatch.setattr(history.store, "MAX_ENTRIES", 2)   # the limit add_entry reads
     state = {"entries": [entry("2025-01-01", 1), entry("2025-01-02", 2)]}
     with pytest.raises(HistoryError, match="full"):
         history.add_entry(state, entry("2025-01-03", 3))

@@ -31,6 +31,7 @@ class Profile:
 
 @runtime_checkable
 class Assistant(Protocol):
+    """What answers in the chat: a name to show and stream() of the growing answer."""
     name: str  # shown in the UI: which model answers (host only, never a key) or the offline assistant
 
     def stream(self, message: Any, history: list[dict] | None, report: "Report | None" = None,

@@ -48,6 +48,7 @@ def package_model_dir() -> Path | None:
 
 
 def cache_folder(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where computed passage embeddings are cached: `cache_dir`, ACNE_CACHE_DIR or the default cache."""
     from acne.runtime import default_cache_dir
 
     return Path(cache_dir or os.environ.get("ACNE_CACHE_DIR") or default_cache_dir()).expanduser()
@@ -149,6 +150,7 @@ class SentenceEncoder:
                 np.array([e.attention_mask for e in batch], dtype=np.int64))
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit-length sentence embeddings of `texts` (one row each, float32)."""
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for start in range(0, len(texts), BATCH):
             ids, mask = self._tokens(texts[start:start + BATCH])

@@ -77,6 +77,8 @@ def _log_failure(err: BaseException, *, midway: bool) -> None:
 
 
 class OpenAIAssistant:
+    """A chat model behind an OpenAI-compatible API (ACNE_OPENAI_*), with `fallback` answering
+    when the model cannot be reached."""
     def __init__(self, settings: "Settings", *, fallback: "Assistant | None" = None) -> None:
         self._api_key = settings.openai_api_key
         self.base_url = settings.openai_base_url or OPENAI_BASE_URL
@@ -108,10 +110,12 @@ class OpenAIAssistant:
 
     def build_messages(self, message: Any, history: list[dict] | None, report: "Report | None" = None,
                        profile: "Profile | None" = None) -> list[dict[str, str]]:
+        """The messages sent to the model: the system prompt, the trimmed history, the question."""
         return build_messages(message, history, report, profile, max_history_chars=self.history_chars)
 
     def stream(self, message: Any, history: list[dict] | None, report: "Report | None" = None,
                profile: "Profile | None" = None) -> Iterator[str]:
+        """The growing answer from the model; the fallback's answer (with a note) when it fails."""
         if not content_text(message).strip():
             yield "Please type a question about your skin."
             return

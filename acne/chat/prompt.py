@@ -145,6 +145,8 @@ def _progress_section(profile: Profile | None) -> str | None:
 
 
 def build_system_prompt(report: Report | None = None, profile: Profile | None = None) -> str:
+    """The chat model's system prompt: its rules, the latest analysis `report` and the visitor's
+    `profile` (either may be None), as plain text with the numbers a model must not invent."""
     parts = [RULES, _report_section(report)]
     progress_text = _progress_section(profile)
     if progress_text:

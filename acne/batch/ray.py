@@ -1,4 +1,4 @@
-"""The Ray engine of `python -m acne batch --engine ray` (the optional `scale` extra: `ray[data]`).
+"""The Ray engine of `acne batch --engine ray` (the optional `scale` extra: `ray[data]`).
 
     ray.data.read_binary_files(photos)            # read tasks: the photos' bytes, batch_size files a block
       .map_batches(RayAnalyzer, compute=ActorPoolStrategy(size=concurrency), num_cpus=..., batch_size=...)
@@ -13,7 +13,7 @@ cluster (then the photos, the weights and the output folder must be at the same 
 e.g. a shared file system; the acne package is shipped to the workers with the job).
 
 Parts carry a few flat columns and the whole row as JSON (`record`), so every part has the same
-schema; `acne.batch.Output.consolidate` turns them into the final .jsonl or .parquet file. A part cut
+schema; `acne.batch.sinks.Output.consolidate` turns them into the final .jsonl or .parquet file. A part cut
 off by a crash cannot be read and is ignored: its photos are analysed again by `--resume`.
 """
 from __future__ import annotations
@@ -26,14 +26,24 @@ import os
 import sys
 import threading
 from pathlib import Path
-from types import SimpleNamespace
 
-from .batch import Output, RunResult, Task, row_key
+from ..imaging import InvalidImageError, read_file
+from ..records import OutputOptions, analyze_record, quiet_libraries
+from .inputs import Task, row_key
+from .local import RunResult
+from .sinks import Output
 
 log = logging.getLogger("acne")
+PACKAGE_DIR = Path(__file__).resolve().parent.parent   # acne/: shipped to a cluster's workers with the job
 
-def run_ray(tasks: list[Task], settings, options: dict, output: Output, progress, *, address: str | None,
+
+def run_ray(tasks: list[Task], settings, options: OutputOptions, output: Output, progress, *, address: str | None,
             concurrency: int | None, num_cpus: float, batch_size: int, verbose: bool = False) -> RunResult:
+    """Analyse `tasks` with Ray Data: on a local instance (`address` None) or the cluster at `address`.
+
+    Parameters: `settings` / `options` as for the local engine; `output` receives the parts; `progress` a
+    tqdm bar; `concurrency` model actors (default: the cluster's CPUs / `num_cpus`); `num_cpus` CPUs (and
+    threads) per actor; `batch_size` photos per map_batches call and per part. Returns the RunResult."""
     local = not address
     # A head on this machine's loopback (`ray start --head --node-ip-address=127.0.0.1`) must be joined
     # as 127.0.0.1: by default Ray would swap that for the machine's network address.
@@ -54,8 +64,7 @@ def run_ray(tasks: list[Task], settings, options: dict, output: Output, progress
         from ray._private import ray_constants
 
         ray_constants.ENABLE_RAY_CLUSTER = False  # in case ray was imported before the variable was set
-    from .imaging import InvalidImageError, _read_file
-    from .runtime import cpu_count
+    from ..runtime import cpu_count
 
     result = RunResult()
     sink = _LazySink(output)
@@ -70,7 +79,7 @@ def run_ray(tasks: list[Task], settings, options: dict, output: Output, progress
             continue
         if not os.access(path, os.R_OK):
             try:
-                _read_file(path)
+                read_file(path)
                 message = f"Could not read {path.name}."
             except InvalidImageError as exc:
                 message = str(exc)
@@ -86,9 +95,9 @@ def run_ray(tasks: list[Task], settings, options: dict, output: Output, progress
     if local:
         init.update(address="local", num_cpus=cpu_count(), _node_ip_address="127.0.0.1",
                     runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(
-                        filter(None, [str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH")]))}})
+                        filter(None, [str(PACKAGE_DIR.parent), os.environ.get("PYTHONPATH")]))}})
     else:
-        init.update(address=address, runtime_env={"py_modules": [str(Path(__file__).resolve().parent)]})
+        init.update(address=address, runtime_env={"py_modules": [str(PACKAGE_DIR)]})
     logging.getLogger("ray").setLevel(logging.INFO if verbose else logging.ERROR)
     try:
         problem = None if local else _unreachable(address)
@@ -136,7 +145,7 @@ def run_ray(tasks: list[Task], settings, options: dict, output: Output, progress
         result.interrupted = True
     except Exception as exc:  # noqa: BLE001 - a failed job keeps its finished parts for --resume
         cause = _root_cause(exc)
-        from .errors import WeightsMissingError
+        from ..errors import WeightsMissingError
 
         if isinstance(cause, (WeightsMissingError, ValueError)) and not result.rows:
             result.fatal = str(cause)
@@ -151,24 +160,24 @@ def run_ray(tasks: list[Task], settings, options: dict, output: Output, progress
 class RayAnalyzer:
     """map_batches callable: the models load once per actor; each call analyses a batch of photos."""
 
-    def __init__(self, settings, options: dict, files: list):
+    def __init__(self, settings, options: OutputOptions, files: list):
+        """`settings` for load_analyzer, `options` the images to write, `files` [an object ref of
+        row key -> (file as given, stem)]."""
         import ray
 
-        from .analysis import load_analyzer
-        from .cli import _quiet_libraries
+        from ..analysis import load_analyzer
 
-        _quiet_libraries()
+        quiet_libraries()
         self.files = ray.get(files[0]) if files else {}
         self.analyzer = load_analyzer(settings)
-        self.args = SimpleNamespace(**options)
+        self.options = options
 
     def __call__(self, batch: dict):
-        from .cli import _analyze_one
-
+        """Analyse one batch ({"bytes": [...], "path": [...]}); returns its part (part_table)."""
         rows = []
         for data, path in zip(batch["bytes"], batch["path"]):
             file, stem = self.files.get(row_key(str(path)), (str(path), None))
-            rows.append(_analyze_one(self.analyzer, Path(file), self.args, {}, source=bytes(data), stem=stem))
+            rows.append(analyze_record(self.analyzer, Path(file), self.options, {}, source=bytes(data), stem=stem))
         return part_table(rows)
 
 
@@ -234,11 +243,8 @@ class _PartWatcher:
             except Exception:  # noqa: BLE001 - still being written
                 continue
             self.seen.add(part.name)
-            self.result.rows += len(ok)
-            self.result.failed += ok.count(False)
-            self.progress.update(len(ok))
-            if self.result.failed:
-                self.progress.set_postfix(failed=self.result.failed, refresh=False)
+            self.result.count(True, self.progress, rows=ok.count(True))
+            self.result.count(False, self.progress, rows=ok.count(False))
 
 
 def _unreachable(address: str) -> str | None:
@@ -274,9 +280,7 @@ def _silent_stderr(enabled: bool):
 
 def _write(sink, progress, result: RunResult, record: dict) -> None:
     sink.write(record)
-    result.rows += 1
-    result.failed += 1
-    progress.update(1)
+    result.count(False, progress)
 
 
 def _with_threads(settings, threads: int):
