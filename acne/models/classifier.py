@@ -94,6 +94,9 @@ def _load_one(name: str, cache_dir) -> ClassifierModel:
     source = hub.resolve(name)
     folder = source.folder
     hub.check_weights(folder if not source.is_hub else None)
+    if folder is not None and not source.is_hub and not _has_weights(folder):
+        # Said now: the model itself is built on first use, where a missing file would surface late.
+        raise WeightsMissingError(f"no weights in {folder} (model.safetensors is missing)")
     config = _read_config(folder) if folder is not None else None
     if config is None:  # a Hub model being downloaded: transformers reads its config
         from transformers import AutoConfig
@@ -156,6 +159,11 @@ def processor_inputs(processor, rgb: np.ndarray):
     from PIL import Image
 
     return processor(images=Image.fromarray(rgb), return_tensors="pt")["pixel_values"].to(torch.float32)
+
+
+def _has_weights(folder: Path) -> bool:
+    names = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+    return any((folder / name).is_file() for name in names)
 
 
 def _read_config(folder: Path) -> dict | None:
