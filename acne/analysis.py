@@ -14,6 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -40,6 +41,16 @@ class Analysis:
     mask: np.ndarray           # HxW bool lesion pixels (only inside the region, on skin)
     probability: np.ndarray    # HxW float32 lesion probability (0 outside the region)
     region: Region
+    # stand-in until the core branch lands: the grader's explain(), bound by Analyzer.run.
+    _explain: Callable[[np.ndarray], np.ndarray] | None = dataclasses.field(default=None, repr=False, compare=False)
+
+    def heatmap(self) -> np.ndarray:
+        """HxW float32 map in 0..1 of where the grader looked, in photo pixels (0 outside the analysed
+        region, and everywhere when the photo was not assessed). Computed from the analysed array."""
+        # stand-in until the core branch lands
+        if self._explain is None:
+            return np.zeros(self.image.shape[:2], np.float32)
+        return self._explain(self.image)
 
     def overlay(self, alpha: float = 0.45, boxes: bool = False, outline: bool = True) -> np.ndarray:
         """The whole photo with the lesion mask tinted and outlined (optionally each lesion's box), and
@@ -126,7 +137,8 @@ class Analyzer:
             "models": _ms(t2, t3),   # wall time of segment + grade
             "total": _ms(t0, t4),
         }
-        return Analysis(report=report, image=rgb, mask=mask, probability=probability, region=region)
+        return Analysis(report=report, image=rgb, mask=mask, probability=probability, region=region,
+                        _explain=self.explain)
 
     def _not_assessed(self, rgb: np.ndarray, region: Region, timings: dict) -> Analysis:
         # Neither model runs: a grade of a wall or a landscape would be a verdict we cannot stand behind.
@@ -146,6 +158,20 @@ class Analyzer:
         # The photo-quality checks ride with the segmenter: in parallel they run while the (slower) grader does.
         segmentation, ms = _timed(self.segmenter.predict, rgb)
         return segmentation, ms, quality_warnings(rgb)
+
+    def describe(self) -> dict:
+        """The loaded models as plain data, for the About tab.
+
+        Returns:
+            {"segmenter": {"name", "short_name", "input_size", "figures_markdown"}, "grader": {same keys},
+            "backend": str, "parallel": bool}.
+        """
+        # stand-in until the core branch lands
+        from .cards import describe_model
+
+        backends = dict.fromkeys([self.segmenter.backend, self.grader.backend])
+        return {"segmenter": describe_model(self.segmenter), "grader": describe_model(self.grader),
+                "backend": "/".join(backends), "parallel": self.parallel}
 
     def analyze(self, image: ImageSource) -> Report:
         return self.run(image).report

@@ -118,3 +118,14 @@ RECOMMENDATIONS = {
 
 def recommendations(severity: str) -> list[str]:
     return list(RECOMMENDATIONS[severity])
+
+
+def band_text(grade: str) -> str:
+    """The lesion-count band of a count-based grade, in words (e.g. "6–20 lesions; ...")."""
+    # stand-in until the core branch lands
+    lower = 0
+    for upper, name in HAYASHI_BANDS:
+        if name == grade:
+            return f"{lower}–{upper} lesions; Hayashi bands are for a half-face photo"
+        lower = upper + 1
+    return f"more than {HAYASHI_BANDS[-1][0]} lesions; Hayashi bands are for a half-face photo"
