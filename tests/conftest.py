@@ -179,3 +179,36 @@ def tiny_model_env(tiny_segmenter_dir, tiny_grader_dir) -> dict[str, str]:
     })
     env.pop("OPENAI_API_KEY", None)  # subprocesses never reach a real API from tests
     return env
+
+
+# --------------------------------------------------------------------------- the web app's tests
+
+@pytest.fixture
+def temp_folder(tmp_path, monkeypatch) -> Path:
+    """Gradio's temp folder for in-process handler tests (uploads and results go there)."""
+    folder = tmp_path / "gradio"
+    folder.mkdir()
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(folder))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def playwright():
+    """Playwright with Debian's Chromium; skips when either is missing."""
+    from app_process import CHROMIUM
+
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing (Debian package 'chromium'; .ci/run installs it)")
+    with sync_api.sync_playwright() as pw:
+        yield pw
+
+
+@pytest.fixture
+def browser_context(playwright, tmp_path):
+    """A fresh desktop-sized Chromium profile for one test (downloads allowed)."""
+    from app_process import launch_chromium
+
+    context = launch_chromium(playwright, tmp_path / "chromium-profile", accept_downloads=True)
+    yield context
+    context.close()
