@@ -178,6 +178,7 @@ def test_about_reads_the_figures_shipped_with_the_weights(tmp_path, tiny_analyze
     about = about_markdown(models, SlowAssistant().name, tiny_settings.cache_ttl)
     assert "slow test assistant" in about and "ACNE04" in about and "not a diagnosis" in about
     assert models["segmenter"]["short_name"] in about and models["grader"]["figures_markdown"] in about
+    assert f"`{models['backend']}`" in about
 
 
 def test_summary_notes_when_the_two_grades_disagree(tiny_analyzer, example_photo):

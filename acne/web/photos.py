@@ -92,14 +92,17 @@ class SessionFiles:
 
     @property
     def upload_root(self) -> Path:
+        """Gradio's temp folder (GRADIO_TEMP_DIR), where uploads land."""
         return Path(get_upload_folder())
 
     @property
     def base(self) -> Path:
+        """Our results folder inside it, shared by every app process."""
         return self.upload_root / RESULTS_SUBDIR
 
     @property
     def root(self) -> Path:
+        """This process's results folder: <base>/<instance>/<session key>/<result>."""
         return self.base / self.instance
 
     def new_dir(self, session: str | None) -> Path:

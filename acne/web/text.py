@@ -123,7 +123,7 @@ def about_markdown(models: dict, chat_name: str, cache_ttl: float) -> str:
     """The About tab.
 
     Args:
-        models: Analyzer.describe() (names, input sizes and shipped figures of the two models).
+        models: Analyzer.describe() (names, input sizes and shipped figures of the two models, backend).
         chat_name: who answers in the chat (Assistant.name).
         cache_ttl: seconds a result may stay on the server at most (Settings.cache_ttl).
     Returns:
@@ -144,6 +144,9 @@ def about_markdown(models: dict, chat_name: str, cache_ttl: float) -> str:
 Clear / Mild / Moderate / Severe.
 
 {grader["figures_markdown"]}
+
+**Runtime:** `{models["backend"]}` on this server's CPU, the two models
+{"at the same time" if models["parallel"] else "one after the other"}.
 
 **Skincare chat:** {html.escape(chat_name)}.
 
