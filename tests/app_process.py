@@ -329,5 +329,5 @@ def mirrored_copy(photo: Path, folder: Path, name: str, quality: int = 90) -> Pa
 
 __all__ = ["AppProcess", "CHROMIUM", "CHROMIUM_ARGS", "DEBUG_LOGGING_COMMAND", "HeldPort", "Request", "UI_TIMEOUT_MS",
            "api_call", "api_upload", "app_env", "endpoint_index", "file_reference", "files_under", "free_port",
-           "launch_chromium", "listening_addresses", "mirrored_copy", "rest_call", "rss_kib", "tree_snapshot", "upload_copy",
-           "wait_until"]
+           "launch_chromium", "listening_addresses", "mirrored_copy", "rest_call", "rss_kib", "tree_snapshot",
+           "upload_copy", "wait_until"]
