@@ -63,7 +63,8 @@ def _save_tiny_dinov2(folder: Path, labels: list[str], image_size: int = 56) -> 
     from transformers import BitImageProcessor, Dinov2Config, Dinov2ForImageClassification
 
     processor = BitImageProcessor(size={"shortest_edge": image_size},
-                                  crop_size={"height": image_size, "width": image_size}, image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
+                                  crop_size={"height": image_size, "width": image_size},
+                                  image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
     return _save_tiny_classifier(folder, labels, Dinov2Config, Dinov2ForImageClassification, processor,
                                  hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2,
                                  image_size=image_size, patch_size=14)
