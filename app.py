@@ -13,6 +13,7 @@ import sys
 
 
 def server_address() -> tuple[str, int]:
+    """The (host, port) to listen on, from GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (see the docstring above)."""
     host = os.environ.get("GRADIO_SERVER_NAME") or ("0.0.0.0" if os.environ.get("SPACE_ID") else "127.0.0.1")
     raw_port = os.environ.get("GRADIO_SERVER_PORT") or "7860"
     try:
@@ -23,6 +24,7 @@ def server_address() -> tuple[str, int]:
 
 
 def main() -> None:
+    """Load the models, build the web app and serve it until Ctrl+C or SIGTERM."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # request lines add nothing useful
     from acne.config import Settings
@@ -45,18 +47,18 @@ def main() -> None:
     except (WeightsMissingError, ValueError) as exc:
         _cannot_start(str(exc))
     from acne.chat import load_assistant
-    from acne.ui import build_demo, launch_kwargs
+    from acne.web import build_app, launch_kwargs
 
     assistant = load_assistant(settings)
-    demo = build_demo(analyzer, assistant, settings)
+    web = build_app(analyzer, assistant, settings)
     print(f"Acne Detection AI: segmenter {analyzer.segmenter.name}, grader {analyzer.grader.name}, "
           f"chat: {assistant.name}", flush=True)
     # SIGTERM (docker stop, Space restart, tests) shuts down like Ctrl+C, so temp files get deleted.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        demo.launch(server_name=host, server_port=port, **launch_kwargs(settings))
+        web.demo.launch(server_name=host, server_port=port, **launch_kwargs(settings))
     finally:
-        demo.acne_app.files.remove_all()
+        web.close()
 
 
 def _cannot_start(message: str) -> None:

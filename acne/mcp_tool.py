@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import gradio as gr
 
 if TYPE_CHECKING:
-    from .ui import WebApp
+    from .web.handlers import WebApp
 
 TOOL_NAME = "analyze_photo"
 
@@ -52,7 +52,11 @@ def photo_bytes(photo: str, max_bytes: int) -> bytes:
 
 
 def add_mcp_tool(app: "WebApp") -> None:
-    """Call inside build_demo's `gr.Blocks` context: adds the hidden `analyze_photo` endpoint."""
+    """Add the hidden `analyze_photo` endpoint; call inside build_app's `gr.Blocks` context.
+
+    Args:
+        app: the WebApp whose analyze_bytes() runs the analysis (its limits and time limit).
+    """
     max_bytes = int(app.settings.max_upload_mb * 1024 * 1024)
 
     def analyze_photo(photo: str) -> tuple[str, str]:

@@ -15,7 +15,7 @@ So the app defends itself in two places, with one answer for every refused refer
    any depth, is not a file this server's upload route handed out (or a cached example photo):
    a path elsewhere, a missing one, one with `..`, or a URL the server would fetch. It also records
    the paths the upload route returns, which is what "uploaded here" means.
-2. `UploadGuard.was_uploaded()`, called by the photo input (acne.ui.photo_input) on the path Gradio
+2. `UploadGuard.was_uploaded()`, called by the photo input (acne.web.photos.photo_input) on the path Gradio
    hands it, so a file Gradio copied into its cache from elsewhere is still refused.
 
 A reference's `url` is not what the server reads: Gradio reads `path` and overwrites `url` before

@@ -274,6 +274,60 @@ def file_reference(path: str, **extra: str) -> dict:
     return {"path": path, "meta": {"_type": "gradio.FileData"}, **extra}
 
 
-__all__ = ["AppProcess", "DEBUG_LOGGING_COMMAND", "HeldPort", "api_call", "api_upload", "app_env", "endpoint_index",
-           "file_reference", "files_under", "free_port", "listening_addresses", "rest_call", "rss_kib",
-           "tree_snapshot", "wait_until"]
+# --------------------------------------------------------------------------- the browser (Playwright + Chromium)
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+                 "--no-proxy-server"]  # the app is on 127.0.0.1: never through a proxy from the environment
+UI_TIMEOUT_MS = 120_000
+
+
+def launch_chromium(playwright, profile: Path, extra_args: list[str] | tuple = (), **options):
+    """A fresh Chromium profile (no cache, no cookies, no session left over), headless, with a generous
+    default timeout for a busy machine. `options` go to launch_persistent_context (viewport, ...).
+    The caller closes it."""
+    options.setdefault("viewport", {"width": 1280, "height": 900})
+    context = playwright.chromium.launch_persistent_context(
+        str(profile), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS + list(extra_args), **options)
+    context.set_default_timeout(UI_TIMEOUT_MS)
+    return context
+
+
+# --------------------------------------------------------------------------- the handlers in-process
+
+class Request:
+    """The one attribute of gr.Request the handlers read."""
+
+    def __init__(self, session_hash: str) -> None:
+        self.session_hash = session_hash
+
+
+def upload_copy(folder: Path, source: Path | bytes, name: str = "photo.jpg", tweak: bytes = b"") -> Path:
+    """What Gradio's upload route does: the file in its own folder under the temp folder. `tweak`: bytes
+    after the photo's end (same photo, a new file that no other test has uploaded)."""
+    target = folder / f"upload-{name}" / name
+    target.parent.mkdir(parents=True)
+    target.write_bytes((source if isinstance(source, bytes) else source.read_bytes()) + tweak)
+    return target
+
+
+def mirrored_copy(photo: Path, folder: Path, name: str, quality: int = 90) -> Path:
+    """A photo no one else has uploaded (the example photos themselves are public and kept): the photo
+    mirrored, saved as a JPEG of that quality."""
+    import io
+
+    from PIL import Image
+
+    image = Image.open(photo).convert("RGB").transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=quality)
+    path = folder / name
+    path.write_bytes(buffer.getvalue())
+    return path
+
+
+__all__ = ["AppProcess", "CHROMIUM", "CHROMIUM_ARGS", "DEBUG_LOGGING_COMMAND", "HeldPort", "Request", "UI_TIMEOUT_MS",
+           "api_call", "api_upload", "app_env", "endpoint_index", "file_reference", "files_under", "free_port",
+           "launch_chromium", "listening_addresses", "mirrored_copy", "rest_call", "rss_kib", "tree_snapshot",
+           "upload_copy", "wait_until"]

@@ -43,37 +43,38 @@ LEVELS_5 = ["level -1", "level 0", "level 1", "level 2", "level 3"]
 LEVELS_4 = ["level 0", "level 1", "level 2", "level 3"]
 
 
-def _save_tiny_vit(folder: Path, labels: list[str], image_size: int = 64) -> Path:
-    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+def _save_tiny_classifier(folder: Path, labels: list[str], config_cls, model_cls, processor, **config) -> Path:
+    """A random-init transformers image classifier with these labels, saved with save_pretrained."""
     import torch
 
     torch.manual_seed(0)
-    config = ViTConfig(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-        image_size=image_size, patch_size=16, num_labels=len(labels),
-        id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)},
-    )
-    ViTForImageClassification(config).eval().save_pretrained(folder)
-    # Same preprocessing as skintelligent-acne (mean = std = 0.5), at the tiny model's size.
-    ViTImageProcessor(size={"height": image_size, "width": image_size},
-                      image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(folder)
+    config = config_cls(num_labels=len(labels), id2label=dict(enumerate(labels)),
+                        label2id={l: i for i, l in enumerate(labels)}, **config)
+    model_cls(config).eval().save_pretrained(folder)
+    processor.save_pretrained(folder)
     return folder
+
+
+def _save_tiny_vit(folder: Path, labels: list[str], image_size: int = 64) -> Path:
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    # Same preprocessing as skintelligent-acne (mean = std = 0.5), at the tiny model's size.
+    processor = ViTImageProcessor(size={"height": image_size, "width": image_size},
+                                  image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    return _save_tiny_classifier(folder, labels, ViTConfig, ViTForImageClassification, processor,
+                                 hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                                 image_size=image_size, patch_size=16)
 
 
 def _save_tiny_dinov2(folder: Path, labels: list[str], image_size: int = 56) -> Path:
     from transformers import BitImageProcessor, Dinov2Config, Dinov2ForImageClassification
-    import torch
 
-    torch.manual_seed(0)
-    config = Dinov2Config(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2,
-        image_size=image_size, patch_size=14, num_labels=len(labels),
-        id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)},
-    )
-    Dinov2ForImageClassification(config).eval().save_pretrained(folder)
-    BitImageProcessor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
-                      image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225]).save_pretrained(folder)
-    return folder
+    processor = BitImageProcessor(size={"shortest_edge": image_size},
+                                  crop_size={"height": image_size, "width": image_size},
+                                  image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
+    return _save_tiny_classifier(folder, labels, Dinov2Config, Dinov2ForImageClassification, processor,
+                                 hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2,
+                                 image_size=image_size, patch_size=14)
 
 
 @pytest.fixture(scope="session")
@@ -186,3 +187,36 @@ def tiny_model_env(tiny_segmenter_dir, tiny_grader_dir) -> dict[str, str]:
     })
     env.pop("OPENAI_API_KEY", None)  # subprocesses never reach a real API from tests
     return env
+
+
+# --------------------------------------------------------------------------- the web app's tests
+
+@pytest.fixture
+def temp_folder(tmp_path, monkeypatch) -> Path:
+    """Gradio's temp folder for in-process handler tests (uploads and results go there)."""
+    folder = tmp_path / "gradio"
+    folder.mkdir()
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(folder))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def playwright():
+    """Playwright with Debian's Chromium; skips when either is missing."""
+    from app_process import CHROMIUM
+
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing (Debian package 'chromium'; .ci/run installs it)")
+    with sync_api.sync_playwright() as pw:
+        yield pw
+
+
+@pytest.fixture
+def browser_context(playwright, tmp_path):
+    """A fresh desktop-sized Chromium profile for one test (downloads allowed)."""
+    from app_process import launch_chromium
+
+    context = launch_chromium(playwright, tmp_path / "chromium-profile", accept_downloads=True)
+    yield context
+    context.close()

@@ -168,7 +168,7 @@ def test_a_photo_that_could_not_be_assessed(offline):
     routine = offline.answer("What routine should I follow?", [], report, None)
     assert "could not be assessed" in routine and "Routines by severity" in routine
     assert "could not be assessed" in build_system_prompt(report, None)
-    from acne.ui import chat_context_markdown
+    from acne.web.text import chat_context_markdown
 
     assert "could not be assessed" in chat_context_markdown(report)
 

@@ -4,27 +4,21 @@ the before/after view says what changed; export, delete all and import restore t
 of it reaches the server's disk or log; the page works at phone width."""
 from __future__ import annotations
 
-import io
 import json
 import time
 import uuid
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from acne import history
-from app_process import DEBUG_LOGGING_COMMAND, AppProcess, app_env, files_under
+from app_process import DEBUG_LOGGING_COMMAND, AppProcess, app_env, files_under, launch_chromium, mirrored_copy
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
 
 pytestmark = pytest.mark.browser
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
-UI_TIMEOUT_MS = 120_000
 MARK = uuid.uuid4().hex[:10]
 NOTES = (f"week 0 before adapalene {MARK}", f"week 6 of adapalene {MARK}")
 DATES = ("2025-01-05", "2025-02-16")
@@ -46,36 +40,9 @@ def app(tiny_model_env, server_folders, tmp_path_factory):
     process.stop()
 
 
-@pytest.fixture(scope="module")
-def playwright():
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing (Debian package 'chromium'; .ci/run installs it)")
-    with sync_api.sync_playwright() as pw:
-        yield pw
-
-
-@pytest.fixture
-def context(playwright, tmp_path):
-    context = playwright.chromium.launch_persistent_context(
-        str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
-        viewport={"width": 1280, "height": 900}, accept_downloads=True)
-    context.set_default_timeout(UI_TIMEOUT_MS)
-    yield context
-    context.close()
-
-
 def open_app(page, app) -> None:
     page.goto(app.url)
     page.locator("#photo input[type=file]").wait_for(state="attached")   # never "networkidle"
-
-
-def unique_copy(photo: Path, folder: Path, name: str, quality: int) -> Path:
-    image = Image.open(photo).convert("RGB").transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=quality)
-    path = folder / name
-    path.write_bytes(buffer.getvalue())
-    return path
 
 
 def text_of(page, selector: str) -> str:
@@ -128,12 +95,13 @@ def holds(path: Path, needles: list[bytes]) -> bool:
     return any(needle in data for needle in needles)
 
 
-def test_history_is_kept_in_the_browser_only(app, context, server_folders, tiny_analyzer, example_photos, tmp_path):
+def test_history_is_kept_in_the_browser_only(app, browser_context, server_folders, tiny_analyzer, example_photos,
+                                             tmp_path):
     start = time.time() - 1
-    photos = (unique_copy(example_photos[-1], tmp_path, "before.jpg", 91),
-              unique_copy(example_photos[0], tmp_path, "after.jpg", 89))
+    photos = (mirrored_copy(example_photos[-1], tmp_path, "before.jpg", 91),
+              mirrored_copy(example_photos[0], tmp_path, "after.jpg", 89))
     expected = [tiny_analyzer.analyze(p) for p in photos]   # the same tiny models as the app
-    page = context.new_page()
+    page = browser_context.new_page()
     open_app(page, app)
     for photo, date, note, picture in zip(photos, DATES, NOTES, (True, False)):
         analyse_and_save(page, photo, date, note, picture)
@@ -216,10 +184,8 @@ def test_history_is_kept_in_the_browser_only(app, context, server_folders, tiny_
 
 
 def test_progress_and_whole_face_at_phone_width(app, playwright, example_photos, tmp_path):
-    context = playwright.chromium.launch_persistent_context(
-        str(tmp_path / "phone-profile"), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
-        viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
-    context.set_default_timeout(UI_TIMEOUT_MS)
+    context = launch_chromium(playwright, tmp_path / "phone-profile", viewport={"width": 390, "height": 844},
+                              is_mobile=True, has_touch=True)
     try:
         page = context.new_page()
         open_app(page, app)

@@ -1,4 +1,4 @@
-"""My progress and Whole face in-process (acne.ui_progress) with the tiny models: the browser-kept
+"""My progress and Whole face in-process (acne.web.progress) with the tiny models: the browser-kept
 history survives a server restart, saving, the whole-face handlers and their uploads, the chat's
 trend. (test_history_browser.py and test_api_views.py drive the same code end to end.)"""
 from __future__ import annotations
@@ -9,13 +9,11 @@ import gradio as gr
 import pytest
 
 from acne import history
-from acne.ui import WebApp, build_demo
-from acne.ui_progress import STORAGE_KEY, STORAGE_SECRET, ProgressUI, compare_html, history_list_html
-
-
-class Request:
-    def __init__(self, session_hash: str) -> None:
-        self.session_hash = session_hash
+from acne.web import build_app
+from acne.web.handlers import WebApp
+from acne.web.progress import STORAGE_KEY, STORAGE_SECRET, ProgressUI
+from acne.web.text import compare_html, history_list_html
+from app_process import Request, upload_copy
 
 
 class RecordingAssistant:
@@ -30,14 +28,6 @@ class RecordingAssistant:
 
 
 @pytest.fixture
-def temp_folder(tmp_path, monkeypatch) -> Path:
-    folder = tmp_path / "gradio"
-    folder.mkdir()
-    monkeypatch.setenv("GRADIO_TEMP_DIR", str(folder))
-    return folder
-
-
-@pytest.fixture
 def web_app(tiny_analyzer, tiny_settings, temp_folder):
     return WebApp(tiny_analyzer, RecordingAssistant(), tiny_settings)
 
@@ -48,11 +38,9 @@ def progress(web_app):
         yield ProgressUI(web_app)
 
 
-def upload_copy(folder: Path, source: Path | bytes, name: str) -> Path:
-    target = folder / f"upload-{name}" / name
-    target.parent.mkdir(parents=True)
-    target.write_bytes(source if isinstance(source, bytes) else source.read_bytes() + b"\x00" + name.encode())
-    return target
+def unique_upload(folder: Path, source: Path | bytes, name: str) -> Path:
+    """An upload of `source`; a photo gets its name appended (a file no other test uploaded)."""
+    return upload_copy(folder, source, name, tweak=b"" if isinstance(source, bytes) else b"\x00" + name.encode())
 
 
 def no_progress(*args, **kwargs) -> None:
@@ -63,7 +51,8 @@ def test_the_history_is_readable_after_a_server_restart(tiny_analyzer, tiny_sett
     # gr.BrowserState's default key and secret are random per start: the stored history would be lost.
     found = []
     for _ in range(2):
-        demo = build_demo(tiny_analyzer, RecordingAssistant(), tiny_settings)
+        web = build_app(tiny_analyzer, RecordingAssistant(), tiny_settings)
+        demo = web.demo
         try:
             ours = [b for b in demo.blocks.values() if isinstance(b, gr.BrowserState) and b.storage_key == STORAGE_KEY]
             assert len(ours) == 1   # (the ChatInterface has a BrowserState of its own)
@@ -72,12 +61,12 @@ def test_the_history_is_readable_after_a_server_restart(tiny_analyzer, tiny_sett
             assert len(info["/chat"]["parameters"]) == 5       # the chat's API is unchanged
             assert [p["parameter_name"] for p in info["/analyze_views"]["parameters"]] == ["left", "front", "right"]
         finally:
-            demo.acne_app.files.stop()
+            web.close()
     assert found[0] == found[1] == (STORAGE_KEY, STORAGE_SECRET)
 
 
 def test_save_to_my_history(progress, web_app, temp_folder, example_photo):
-    upload = upload_copy(temp_folder, example_photo, "a.jpg")
+    upload = unique_upload(temp_folder, example_photo, "a.jpg")
     outputs = web_app.analyze_ui(str(upload), False, Request("s1"), progress=no_progress)
     report, shown = outputs[7], outputs[6]
 
@@ -121,23 +110,23 @@ def test_the_chat_handler_passes_the_trend(web_app):
 
 
 def test_whole_face_api_handler_deletes_every_upload(progress, temp_folder, example_photos):
-    left = upload_copy(temp_folder, example_photos[0], "left.jpg")
-    front = upload_copy(temp_folder, b"not a photo\n" * 20, "front.jpg")
-    right = upload_copy(temp_folder, example_photos[1], "right.jpg")
+    left = unique_upload(temp_folder, example_photos[0], "left.jpg")
+    front = unique_upload(temp_folder, b"not a photo\n" * 20, "front.jpg")
+    right = unique_upload(temp_folder, example_photos[1], "right.jpg")
     summary = progress.analyze_views_api(str(left), str(front), str(right))
     assert [v["view"] for v in summary["views"]] == ["left", "right"]
     assert "front photo could not be analysed" in summary["message"]
     assert not any(p.exists() for p in (left, front, right))
     with pytest.raises(gr.Error, match="No photo was sent"):
         progress.analyze_views_api(None, None, None)
-    broken = upload_copy(temp_folder, b"not a photo\n" * 20, "only.jpg")
+    broken = unique_upload(temp_folder, b"not a photo\n" * 20, "only.jpg")
     with pytest.raises(gr.Error, match="could not be analysed"):
         progress.analyze_views_api(None, str(broken), None)
 
 
 def test_whole_face_in_the_page_then_saved(progress, temp_folder, example_photos):
-    left = upload_copy(temp_folder, example_photos[0], "l.jpg")
-    right = upload_copy(temp_folder, example_photos[2], "r.jpg")
+    left = unique_upload(temp_folder, example_photos[0], "l.jpg")
+    right = unique_upload(temp_folder, example_photos[2], "r.jpg")
     markdown, gallery, summary, result, *cleared, status = progress.analyse_views_ui(
         str(left), None, str(right), Request("s1"), progress=no_progress)
     assert markdown.startswith("### Whole face: ") and "| Left side |" in markdown and "| Right side |" in markdown

@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 from app_process import AppProcess, app_env, files_under, rss_kib
-from acne.ui import QUEUE_MAX_SIZE
+from acne.web.layout import QUEUE_MAX_SIZE
 
 gradio_client = pytest.importorskip("gradio_client", reason="the gradio_client package is not installed")
 

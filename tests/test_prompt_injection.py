@@ -12,7 +12,7 @@ import uuid
 import pytest
 
 from acne.chat.prompt import PROFILE_FIELD_CHARS
-from acne.ui import WebApp
+from acne.web.handlers import WebApp
 from conftest import PROJECT_DIR
 
 from acne.chat import Profile, load_assistant

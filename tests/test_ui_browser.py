@@ -13,24 +13,19 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from app_process import AppProcess, app_env, files_under, wait_until
+from app_process import AppProcess, app_env, files_under, launch_chromium, mirrored_copy, wait_until
 from fake_openai_server import FakeOpenAIServer, reply_from_system_prompt
 from input_corpus import corpus, message_leaks
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-                 "--no-proxy-server"]  # the app is on 127.0.0.1: never through a proxy from the environment
 FAKE_CAMERA_ARGS = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]  # a test pattern
 API_KEY = "sk-test-browser-key"
 CHAT_MODEL = "fake-chat-model"
 MAX_UPLOAD_MB = 2
 SEVERITY_RE = re.compile(r"^(Clear|Mild|Moderate|Severe) acne", re.MULTILINE)
-UI_TIMEOUT_MS = 120_000
 
 
 @pytest.fixture(scope="module")
@@ -55,25 +50,6 @@ def app(tiny_model_env, fake_openai, gradio_temp, tmp_path_factory):
     yield process
     process.stop()
     assert API_KEY not in process.log(), "the API key must never be logged"
-
-
-@pytest.fixture(scope="module")
-def playwright():
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing (Debian package 'chromium'; .ci/run installs it)")
-    with sync_api.sync_playwright() as pw:
-        yield pw
-
-
-@pytest.fixture
-def browser_context(playwright, tmp_path):
-    # A fresh profile per test: no cache, no cookies, no session left over.
-    context = playwright.chromium.launch_persistent_context(
-        str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
-        viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(UI_TIMEOUT_MS)
-    yield context
-    context.close()
 
 
 def open_app(context, app):
@@ -104,16 +80,6 @@ def wait_for_outcome(page) -> str:
     page.wait_for_function("(() => { const t = document.querySelector('#summary')?.innerText || '';"
                            " return t.includes('Lesions found') || t.includes('Not assessed'); })()")
     return page.locator("#summary").inner_text()
-
-
-def mirrored_copy(photo: Path, folder: Path, name: str, quality: int = 90) -> Path:
-    """A photo no one else has uploaded (the example photos themselves are public and kept)."""
-    image = Image.open(photo).convert("RGB").transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    buf = io.BytesIO()
-    image.save(buf, "JPEG", quality=quality)
-    path = folder / name
-    path.write_bytes(buf.getvalue())
-    return path
 
 
 def digest(path: Path) -> str | None:
@@ -277,9 +243,7 @@ def test_photos_and_results_leave_the_disk_with_the_session(app, playwright, gra
     first = mirrored_copy(example_photo, tmp_path, "first.jpg", quality=91)
     second = mirrored_copy(example_photo, tmp_path, "second.jpg", quality=88)
     results = gradio_temp / "acne-results"
-    context = playwright.chromium.launch_persistent_context(
-        str(tmp_path / "profile"), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-    context.set_default_timeout(UI_TIMEOUT_MS)
+    context = launch_chromium(playwright, tmp_path / "profile")
     try:
         page = open_app(context, app)
         upload(page, first)
@@ -333,7 +297,7 @@ def test_every_message_the_page_shows_for_the_bad_input_corpus_is_plain(app, bro
             shown[name] = [page.locator("#summary").inner_text(), *toasts(page),
                            quality.inner_text() if quality.is_visible() else ""]
         assert "Traceback" not in page.locator("body").inner_text()
-    assert len(shown) == 21
+    assert len(shown) == 22   # the whole input corpus (tests/input_corpus.py), HEIC cases included
     for name, messages in shown.items():
         for message in filter(None, messages):
             assert not message_leaks(message), f"{name}: {message_leaks(message)} in {message!r}"
@@ -343,10 +307,7 @@ def test_every_message_the_page_shows_for_the_bad_input_corpus_is_plain(app, bro
 def test_webcam_and_example_photos_are_analysed_through_the_upload_route(app, playwright, tmp_path):
     # Chromium's fake camera (a test pattern). The page uploads the capture like a file, and clicking
     # an example sends Gradio's cached copy of it: the upload guard must let both through.
-    context = playwright.chromium.launch_persistent_context(
-        str(tmp_path / "profile"), executable_path=str(CHROMIUM), headless=True,
-        args=CHROMIUM_ARGS + FAKE_CAMERA_ARGS, permissions=["camera"])
-    context.set_default_timeout(UI_TIMEOUT_MS)
+    context = launch_chromium(playwright, tmp_path / "profile", FAKE_CAMERA_ARGS, permissions=["camera"])
     try:
         page = open_app(context, app)
         posts: list[tuple[str, str]] = []
@@ -394,10 +355,8 @@ def overlaps(a, b) -> bool:
 @pytest.mark.parametrize("viewport", [(390, 844), (1280, 800)], ids=["phone-390x844", "desktop-1280x800"])
 def test_the_result_and_the_chat_fit_the_screen(app, fake_openai, playwright, example_photo, tmp_path, viewport):
     width, height = viewport
-    context = playwright.chromium.launch_persistent_context(
-        str(tmp_path / "profile"), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
-        viewport={"width": width, "height": height}, is_mobile=width < 600, has_touch=width < 600)
-    context.set_default_timeout(UI_TIMEOUT_MS)
+    context = launch_chromium(playwright, tmp_path / "profile", viewport={"width": width, "height": height},
+                              is_mobile=width < 600, has_touch=width < 600)
     try:
         page = open_app(context, app)
         examples = page.locator("#examples [data-testid='accordion-content']")
@@ -462,10 +421,8 @@ def test_the_result_and_the_chat_fit_the_screen(app, fake_openai, playwright, ex
 
 
 def test_a_small_phone_sees_the_main_tabs_and_nothing_wider(app, playwright, tmp_path):
-    context = playwright.chromium.launch_persistent_context(
-        str(tmp_path / "profile"), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
-        viewport={"width": 360, "height": 740}, is_mobile=True, has_touch=True)
-    context.set_default_timeout(UI_TIMEOUT_MS)
+    context = launch_chromium(playwright, tmp_path / "profile", viewport={"width": 360, "height": 740},
+                              is_mobile=True, has_touch=True)
     try:
         page = open_app(context, app)
         for name in ("Analyze", "Skincare chat"):  # not hidden behind Gradio's "more tabs" menu

@@ -11,16 +11,16 @@ from pathlib import Path
 
 import gradio as gr
 import pytest
+from PIL import Image
 
+from acne.models.cards import figures_markdown as model_figures
 from acne.config import PROJECT_DIR
-from acne.ui import (EXAMPLES_DIR, SessionFiles, WebApp, about_markdown, build_demo, launch_kwargs,
-                     model_figures, summary_markdown)
 from acne.upload_guard import UploadGuardMiddleware
-
-
-class Request:  # the one attribute of gr.Request the handlers read
-    def __init__(self, session_hash: str) -> None:
-        self.session_hash = session_hash
+from acne.web import build_app, launch_kwargs
+from acne.web.handlers import EXAMPLES_DIR, WebApp
+from acne.web.photos import SessionFiles
+from acne.web.text import about_markdown, summary_markdown
+from app_process import Request, upload_copy
 
 
 class SlowAssistant:
@@ -46,24 +46,8 @@ class BrokenAssistant:
 
 
 @pytest.fixture
-def temp_folder(tmp_path, monkeypatch) -> Path:
-    folder = tmp_path / "gradio"
-    folder.mkdir()
-    monkeypatch.setenv("GRADIO_TEMP_DIR", str(folder))
-    return folder
-
-
-@pytest.fixture
 def web_app(tiny_analyzer, tiny_settings, temp_folder):
     return WebApp(tiny_analyzer, SlowAssistant(), tiny_settings)
-
-
-def upload_copy(folder: Path, source: Path, name: str = "photo.jpg", tweak: bytes = b"") -> Path:
-    """What Gradio's upload route does: the file in its own folder under the temp folder."""
-    target = folder / f"upload-{name}" / name
-    target.parent.mkdir(parents=True)
-    target.write_bytes(source.read_bytes() + tweak)  # trailing bytes after JPEG's end: same photo, new file
-    return target
 
 
 def test_api_handler_returns_report_and_deletes_the_upload(web_app, temp_folder, example_photo):
@@ -100,6 +84,23 @@ def test_a_result_finishing_after_the_page_closed_is_deleted_at_once(web_app, te
     upload = upload_copy(temp_folder, example_photo, tweak=b"\x00late")
     views = web_app.analyze_ui(str(upload), False, Request("gone"), progress=lambda *a, **k: None)[6]
     assert not upload.exists() and not any(Path(p).exists() for p in views.values())
+
+
+def test_the_heat_map_is_made_with_the_analysis_and_goes_with_the_session(web_app, temp_folder, example_photo,
+                                                                         monkeypatch):
+    upload = upload_copy(temp_folder, example_photo, tweak=b"\x00heat")
+    views = web_app.analyze_ui(str(upload), False, Request("heat"), progress=lambda *a, **k: None)[6]
+    assert Path(views["heatmap"]).parent == Path(views["overlay"]).parent
+    # Showing it runs no model and reads no photo again: it was made from the analysed array.
+    monkeypatch.setattr(web_app.analyzer, "explain", lambda *a: pytest.fail("the grader explained again"))
+    monkeypatch.setattr(web_app.analyzer, "run", lambda *a: pytest.fail("the photo was analysed again"))
+    assert web_app.explain_ui(views) == views["heatmap"]
+    with Image.open(views["heatmap"]) as heat, Image.open(views["photo"]) as photo:
+        assert heat.size == photo.size and not heat.getexif()   # display size, no metadata
+    web_app.on_unload(Request("heat"))
+    assert not Path(views["heatmap"]).exists()
+    with pytest.raises(gr.Error, match="expired"):
+        web_app.explain_ui(views)
 
 
 def test_a_refused_upload_is_deleted_at_once_and_explained(web_app, temp_folder):
@@ -172,8 +173,12 @@ def test_about_reads_the_figures_shipped_with_the_weights(tmp_path, tiny_analyze
     hub = model_figures("imfarzanansari/skintelligent-acne")
     assert "not published" in hub and "accuracy" in hub and not re.search(r"accuracy (of )?\d", hub)
     assert "see its model card" in model_figures("someone/unknown-model")
-    about = about_markdown(tiny_analyzer, SlowAssistant(), tiny_settings)
+    models = tiny_analyzer.describe()
+    assert models["segmenter"]["figures_markdown"] == model_figures(tiny_analyzer.segmenter.name)
+    about = about_markdown(models, SlowAssistant().name, tiny_settings.cache_ttl)
     assert "slow test assistant" in about and "ACNE04" in about and "not a diagnosis" in about
+    assert models["segmenter"]["short_name"] in about and models["grader"]["figures_markdown"] in about
+    assert f"`{models['backend']}`" in about
 
 
 def test_summary_notes_when_the_two_grades_disagree(tiny_analyzer, example_photo):
@@ -187,7 +192,8 @@ def test_summary_notes_when_the_two_grades_disagree(tiny_analyzer, example_photo
 def test_demo_has_the_named_endpoints_and_limits(tiny_analyzer, tiny_settings, temp_folder):
     settings = dataclasses.replace(tiny_settings, max_upload_mb=7, concurrency=2, cache_ttl=600, chat_max_chars=1234,
                                    profile_max_chars=56)
-    demo = build_demo(tiny_analyzer, SlowAssistant(), settings)
+    web = build_app(tiny_analyzer, SlowAssistant(), settings)
+    demo = web.demo
     try:
         names = {fn.api_name for fn in demo.fns.values() if fn.api_visibility == "public"}
         assert {"analyze", "chat"} <= names
@@ -205,7 +211,7 @@ def test_demo_has_the_named_endpoints_and_limits(tiny_analyzer, tiny_settings, t
         assert "data:image/jpeg;base64," in kwargs["css"]
         assert len(list(EXAMPLES_DIR.glob("*.jpg"))) >= 1
     finally:
-        demo.acne_app.files.stop()
+        web.close()
 
 
 class RecordingAssistant:

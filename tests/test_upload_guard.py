@@ -114,7 +114,7 @@ def test_the_oldest_uploads_are_forgotten_beyond_the_limit(upload_folder):
 # --------------------------------------------------------------------------- mounted with uvicorn
 
 class MountedApp:
-    """build_demo() mounted on a FastAPI app with gr.mount_gradio_app, served by uvicorn in a thread."""
+    """build_app().demo mounted on a FastAPI app with gr.mount_gradio_app, served by uvicorn in a thread."""
 
     def __init__(self, demo: gr.Blocks, *, middleware: bool, prefix: str) -> None:
         import uvicorn
@@ -149,12 +149,12 @@ class MountedApp:
 @pytest.fixture
 def mounted_demo(tiny_analyzer, tiny_settings, upload_folder, monkeypatch):
     from acne.chat import load_assistant
-    from acne.ui import build_demo
+    from acne.web import build_app
 
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(upload_folder))
-    demo = build_demo(tiny_analyzer, load_assistant(tiny_settings), tiny_settings)
-    yield demo
-    demo.acne_app.files.stop()
+    web = build_app(tiny_analyzer, load_assistant(tiny_settings), tiny_settings)
+    yield web.demo
+    web.close()
 
 
 @pytest.fixture

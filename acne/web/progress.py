@@ -1,4 +1,4 @@
-"""The web page's "My progress" and "Whole face" parts, wired into acne.ui.build_demo().
+"""The page's "My progress" tab and "Whole face" section, wired into build_app() (acne/web/layout.py).
 
     progress = ProgressUI(app)               # inside gr.Blocks(): creates the browser-side history
     progress.save_panel(report_state, views_state)   # in the Analyze tab
@@ -6,30 +6,35 @@
     with gr.Tab(...): progress.progress_tab()
     progress.chat_note()                     # in the chat tab: what the chat knows of the trend
     progress.api()                           # the /analyze_views endpoint
-    progress.wire(demo)                      # last: the events that need every component
+    progress.wire(demo, tabs)                # last: the events that need every component
 
 Privacy: the history lives only in the visitor's browser (gr.BrowserState = localStorage). The server
 sees it only while a handler runs (to validate it and draw the page), never writes it to disk and
 never logs it; the thumbnail is a data URL inside the record, shown through HTML, not as a file.
 Export builds the JSON file in the browser; import reads the file in the browser and sends its text.
-The logic (records, validation, trend words) is in acne.history and acne.views.
+The logic (records, validation, trend words) is in acne.history and acne.views; the words in
+acne.web.text.
 """
 from __future__ import annotations
 
 import html
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import gradio as gr
 
 from acne import history, views
 from acne.history import HistoryError
 from acne.report import DISCLAIMER
-from acne.severity import recommendations
+from acne.web.handlers import UserFacingError
+from acne.web.photos import photo_input, save_display_jpeg
+from acne.web.style import EXPORT_JS, IMPORT_JS, TODAY_JS
+from acne.web.text import (PROGRESS_INTRO, VIEWS_INTRO, chat_note_markdown, compare_html, history_list_html, ok,
+                           trend_markdown, views_markdown, warn)
 
 if TYPE_CHECKING:
-    from acne.ui import WebApp
+    from acne.web.handlers import WebApp
 
 log = logging.getLogger(__name__)
 
@@ -39,187 +44,6 @@ log = logging.getLogger(__name__)
 STORAGE_KEY = "acne-detection-ai.history.v1"
 STORAGE_SECRET = "acne-detection-ai.history.v1.key"
 
-TODAY_JS = "() => new Date().toLocaleDateString('en-CA')"   # the visitor's date, YYYY-MM-DD
-
-EXPORT_JS = """
-(state) => {
-  const data = (state && typeof state === 'object' && Array.isArray(state.entries))
-    ? state : {format: 'acne-detection-ai/history', version: 1, entries: []};
-  const blob = new Blob([JSON.stringify(data, null, 2)], {type: 'application/json'});
-  const link = document.createElement('a');
-  link.href = URL.createObjectURL(blob);
-  link.download = 'acne-history-' + new Date().toLocaleDateString('en-CA') + '.json';
-  document.body.appendChild(link);
-  link.click();
-  link.remove();
-  setTimeout(() => URL.revokeObjectURL(link.href), 30000);
-  return [];
-}
-"""
-
-# Reads the chosen file in the browser (nothing is uploaded to the server's disk) and hands its text
-# to the server handler, which validates and merges it. A cancelled choice sends null.
-IMPORT_JS = """
-async (text, state) => {
-  const input = document.createElement('input');
-  input.type = 'file';
-  input.accept = '.json,application/json';
-  input.style.display = 'none';
-  document.body.appendChild(input);
-  const file = await new Promise((resolve) => {
-    input.addEventListener('change', () => resolve(input.files[0] || null), {once: true});
-    input.addEventListener('cancel', () => resolve(null), {once: true});
-    input.click();
-  });
-  input.remove();
-  if (!file) return [null, state];
-  return [await file.slice(0, %d).text(), state];
-}
-""" % (history.MAX_IMPORT_CHARS + 1)
-
-SEVERITY_COLOURS = {"Clear": "#15803d", "Mild": "#a16207", "Moderate": "#c2410c", "Severe": "#b91c1c"}
-
-PROGRESS_INTRO = """\
-### Follow your acne over time
-Treatments take 8–12 weeks to show. After each analysis, press **Save to my history** (in the
-**Analyze** tab, also for a whole-face result): the result is kept **only in this browser**, never on
-our server. Here you see the trend, compare two dates side by side, and download or delete your history.
-For fair comparisons, take similar photos: same light, same distance, same side of the face."""
-
-VIEWS_INTRO = """\
-Add a photo of the **left side**, the **front** and the **right side** of one face (one or two are
-fine too), then press **Analyse the whole face**. Each photo is analysed on its own; the **most
-affected view decides the whole-face grade**, as dermatologists' global grading does. Photos are
-deleted from the server as soon as they are analysed."""
-
-
-def _escape(text: Any) -> str:
-    return html.escape(str(text), quote=True)
-
-
-def _ok(text: str) -> str:
-    return f"✓ {text}"
-
-
-def _warn(text: str) -> str:
-    return f"⚠️ {text}"
-
-
-# --------------------------------------------------------------------------- HTML pieces
-
-def _badge(grade: str | None) -> str:
-    if grade is None:
-        return "<span>not assessed</span>"
-    colour = SEVERITY_COLOURS.get(grade, "#334155")
-    return (f"<span style='display:inline-block;padding:1px 8px;border-radius:999px;background:{colour};"
-            f"color:#fff;font-size:0.85em;font-weight:600'>{_escape(grade)}</span>")
-
-
-def entry_card_html(entry: dict, title: str | None = None, flex: str = "none") -> str:
-    """One saved result as a small card (thumbnail when kept, date, grade, count, note)."""
-    picture = ""
-    if entry.get("thumbnail"):
-        picture = (f"<img src='{_escape(entry['thumbnail'])}' alt='lesion overlay of {_escape(entry['date'])}' "
-                   "style='width:96px;height:96px;object-fit:cover;border-radius:10px;flex:none'>")
-    kind = ""
-    if entry["kind"] == "face":
-        per_view = ", ".join(f"{views.view_title(v)} {n}" for v, n in entry.get("view_counts", {}).items())
-        kind = f"<div style='font-size:0.85em;opacity:0.8'>Whole face: {_escape(per_view)}</div>"
-    note = (f"<div style='font-style:italic;overflow-wrap:anywhere'>“{_escape(entry['note'])}”</div>"
-            if entry.get("note") else "")
-    heading = f"<div style='font-size:0.8em;text-transform:uppercase;opacity:0.7'>{_escape(title)}</div>" if title else ""
-    count_grade = (f" · count-based grade {_escape(entry['count_grade'])}" if entry.get("count_grade") else "")
-    return (
-        "<div class='history-entry' style='display:flex;gap:10px;align-items:flex-start;padding:8px 10px;"
-        "border:1px solid rgba(100,116,139,0.3);border-radius:12px;background:rgba(255,255,255,0.6);"
-        f"flex:{flex};min-width:0' data-entry-id='{_escape(entry['id'])}'>{picture}<div style='min-width:0'>"
-        f"{heading}<div><b>{_escape(entry['date'])}</b> {_badge(entry['severity'])}</div>"
-        f"<div><b>{entry['lesion_count']}</b> lesion{'s' if entry['lesion_count'] != 1 else ''}{count_grade}</div>"
-        f"{kind}{note}</div></div>")
-
-
-def history_list_html(entries: list[dict]) -> str:
-    if not entries:
-        return ("<div id='history-empty' style='padding:10px;opacity:0.85'>Your history is empty. Analyse a photo "
-                "in the <b>Analyze</b> tab, then press <b>Save to my history</b>.</div>")
-    cards = "".join(entry_card_html(e) for e in reversed(entries))   # newest first
-    n = len(entries)
-    return (f"<div style='margin-bottom:6px'><b>{n}</b> saved result{'s' if n != 1 else ''}, newest first</div>"
-            f"<div style='display:flex;flex-direction:column;gap:8px'>{cards}</div>")
-
-
-def compare_html(before: dict | None, after: dict | None) -> str:
-    if before is None or after is None:
-        return "<div style='opacity:0.85'>Save two results to compare them here.</div>"
-    if before["id"] == after["id"]:
-        return "<div style='opacity:0.85'>Choose two different entries to compare.</div>"
-    result = history.compare(before, after)
-    lines = "".join(f"<li>{_escape(line)}</li>" for line in result["lines"])
-    notes = "".join(f"<p style='margin:4px 0'>⚠️ {_escape(note)}</p>" for note in result["notes"])
-    return (
-        "<div style='display:flex;flex-wrap:wrap;gap:10px'>"
-        f"{entry_card_html(result['before'], 'Before', '1 1 220px')}"
-        f"{entry_card_html(result['after'], 'After', '1 1 220px')}</div>"
-        f"<div id='compare-words' style='margin-top:8px'><b>What changed</b><ul style='margin:4px 0 4px 18px'>"
-        f"{lines}</ul>{notes}</div>")
-
-
-def trend_markdown(state: Any) -> str:
-    found = history.trend(state)
-    entries = history.entries_by_date(state)
-    if found is None:
-        if not entries:
-            return ""
-        kind = "whole-face result" if entries[-1]["kind"] == "face" else "result"
-        return (f"Only one date with a {kind} so far. Save another one on a later day (the date is editable) "
-                "and the trend appears here.")
-    sentence = found["sentence"]
-    text = f"**Trend:** {sentence[0].upper()}{sentence[1:]}."
-    for note in found["notes"]:
-        text += f"\n\n⚠️ {note}"
-    return text
-
-
-def chat_note_markdown(sentence: str | None) -> str:
-    if not sentence:
-        return ""
-    return f"It also knows the trend in your saved history (**My progress**): {sentence}."
-
-
-def views_markdown(summary: dict) -> str:
-    severity = summary.get("severity")
-    lines: list[str] = []
-    if severity is None:
-        lines.append("### No whole-face grade")
-    else:
-        lines += [f"### Whole face: {severity}",
-                  f"Decided by the **{views.view_title(summary['decided_by'])}**, the most affected view "
-                  "(the whole-face grade follows the worst area, as clinical global grading does)."]
-    rows = []
-    for item in summary["views"]:
-        report = item["report"]
-        grade = report.get("severity") or "not assessed"
-        count = report.get("lesion_count", len(report.get("lesions") or []))
-        rows.append(f"| {views.view_title(item['view']).capitalize()} | {grade} | {count} | "
-                    f"{report.get('count_grade') or '–'} |")
-    for item in summary["failed"]:
-        rows.append(f"| {views.view_title(item['view']).capitalize()} | could not be analysed | – | – |")
-    if rows:
-        lines += ["", "| View | Severity | Lesions | Count-based grade |", "|---|---|---|---|", *rows]
-        if len(summary["lesion_counts"]) > 1:
-            lines.append(f"| **All views** | **{severity or '–'}** | **{summary['total_lesions']}** | "
-                         f"{summary.get('count_grade') or '–'} (worst view) |")
-    if summary.get("message"):
-        lines += ["", f"**Note:** {html.escape(summary['message'])}"]
-    lines += ["", "_Hayashi's count bands are for one half-face view: the count-based grade is the worst view's "
-              "band, not a band of the total._"]
-    if severity is not None:
-        advice = "\n".join(f"- {r}" for r in recommendations(severity))
-        lines += ["", f"### What you can do ({severity})", advice]
-    return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------- the page parts
 
 class ProgressUI:
     """Components and handlers of My progress and Whole face; see the module docstring."""
@@ -244,37 +68,50 @@ class ProgressUI:
         return gr.Textbox(label="Note (optional)", placeholder="e.g. week 4 of adapalene",
                           max_length=history.MAX_NOTE_CHARS, elem_id=elem_id, min_width=200, scale=2)
 
+    def _save_group(self, prefix: str, intro: str, picture_label: str, variant: str) -> tuple:
+        """A "Save to my history" group (elem_ids `<prefix>save-...`): its date and note boxes, picture
+        checkbox, save button and status line; its "See my progress" button opens that tab."""
+        with gr.Group(elem_id=f"{prefix}save-panel"):
+            gr.Markdown(intro, elem_id=f"{prefix}save-intro", padding=True)
+            with gr.Row(equal_height=False):
+                date = self._date_box(f"{prefix}save-date")
+                note = self._note_box(f"{prefix}save-note")
+            picture = gr.Checkbox(label=picture_label, value=False, elem_id=f"{prefix}save-picture")
+            with gr.Row():
+                button = gr.Button("Save to my history", variant=variant, elem_id=f"{prefix}save-history",
+                                   min_width=160)
+                self._open_buttons.append(gr.Button("See my progress", elem_id=f"{prefix}open-progress",
+                                                    min_width=160))
+            status = gr.Markdown(elem_id=f"{prefix}save-status", padding=True)
+        return date, note, picture, button, status
+
     # ---------------------------------------------------------------- Analyze tab: save
     def save_panel(self, report_state: gr.State, views_state: gr.State) -> None:
-        with gr.Group(elem_id="save-panel"):
-            gr.Markdown("### Save to my history\nKeep this result to see over the weeks whether your acne is "
-                        "getting better (**My progress** tab). It is stored only in this browser, never on "
-                        "our server.", elem_id="save-intro", padding=True)
-            with gr.Row(equal_height=False):
-                date = self._date_box("save-date")
-                note = self._note_box("save-note")
-            picture = gr.Checkbox(label="Also keep a small picture of the lesion overlay (in this browser only)",
-                                  value=False, elem_id="save-picture")
-            with gr.Row():
-                button = gr.Button("Save to my history", variant="primary", elem_id="save-history", min_width=160)
-                self._open_buttons.append(gr.Button("See my progress", elem_id="open-progress", min_width=160))
-            status = gr.Markdown(elem_id="save-status", padding=True)
+        """The Analyze tab's "Save to my history" panel, saving the Report in `report_state`."""
+        date, note, picture, button, status = self._save_group(
+            "", "### Save to my history\nKeep this result to see over the weeks whether your acne is getting "
+            "better (**My progress** tab). It is stored only in this browser, never on our server.",
+            "Also keep a small picture of the lesion overlay (in this browser only)", "primary")
         button.click(self.save_photo, inputs=[report_state, views_state, self.state, date, note, picture],
                      outputs=[self.state, status], api_visibility="private", concurrency_limit=None,
                      show_progress="minimal")
 
     def save_photo(self, report: Any, shown: dict | None, state: Any, date: str, note: str, picture: bool):
+        """"Save to my history" of the Analyze tab. Returns the new history and a status line."""
         if report is None:
-            return gr.skip(), _warn("Analyse a photo first (add one above), then save the result.")
-        thumbnail, extra = None, ""
-        if picture:
-            thumbnail, extra = self._thumbnail((shown or {}).get("overlay"))
+            return gr.skip(), warn("Analyse a photo first (add one above), then save the result.")
+        return self._save(state, lambda thumbnail: history.build_record(report, date=date, note=note,
+                                                                         thumbnail=thumbnail),
+                          (shown or {}).get("overlay"), picture)
+
+    def _save(self, state: Any, build: Callable[[str | None], dict], picture_of: str | None, picture: bool):
+        """Add the record that `build(thumbnail)` makes; the thumbnail is drawn from `picture_of` when asked."""
+        thumbnail, extra = self._thumbnail(picture_of) if picture else (None, "")
         try:
-            record = history.build_record(report, date=date, note=note, thumbnail=thumbnail)
-            state, message = history.add_entry(state, record)
+            state, message = history.add_entry(state, build(thumbnail))
         except HistoryError as exc:
-            return gr.skip(), _warn(str(exc))
-        return state, _ok(f"{message}{extra} See **My progress**.")
+            return gr.skip(), warn(str(exc))
+        return state, ok(f"{message}{extra} See **My progress**.")
 
     @staticmethod
     def _thumbnail(path: str | None) -> tuple[str | None, str]:
@@ -293,8 +130,6 @@ class ProgressUI:
             self._views_body()
 
     def _views_body(self) -> None:
-        from acne.ui import photo_input
-
         gr.Markdown(VIEWS_INTRO, elem_id="views-intro")
         with gr.Row(equal_height=False):
             inputs = [photo_input(label=f"{views.view_title(name).capitalize()}", sources=["upload", "webcam"],
@@ -307,19 +142,10 @@ class ProgressUI:
         with gr.Accordion("Whole-face summary (JSON)", open=False):
             summary_json = gr.JSON(label="Summary", elem_id="views-json")
         summary_state = gr.State(None)   # {"summary": …, "overlays": {view: path}} of this session
-        with gr.Group(elem_id="views-save-panel"):
-            gr.Markdown("### Save the whole-face result to my history\nStored only in this browser. "
-                        "The trend compares whole-face results with the same views.", padding=True)
-            with gr.Row(equal_height=False):
-                date = self._date_box("views-save-date")
-                note = self._note_box("views-save-note")
-            picture = gr.Checkbox(label="Also keep a small picture of the most affected view's overlay",
-                                  value=False, elem_id="views-save-picture")
-            with gr.Row():
-                save = gr.Button("Save to my history", elem_id="views-save-history", min_width=160)
-                self._open_buttons.append(gr.Button("See my progress", elem_id="views-open-progress",
-                                                    min_width=160))
-            status = gr.Markdown(elem_id="views-save-status", padding=True)
+        date, note, picture, save, status = self._save_group(
+            "views-", "### Save the whole-face result to my history\nStored only in this browser. The trend "
+            "compares whole-face results with the same views.",
+            "Also keep a small picture of the most affected view's overlay", "secondary")
 
         button.click(self.analyse_views_ui, inputs=inputs,
                      outputs=[summary_md, gallery, summary_json, summary_state, *inputs, status],
@@ -330,15 +156,13 @@ class ProgressUI:
 
     def _analyse_views(self, photos: list[tuple[str, str]]) -> tuple[list[tuple[str, dict]], dict]:
         """Read, analyse and delete each upload; a view that fails becomes a record with its message."""
-        from acne.ui import UserFacingError
-
         records: list[tuple[str, dict]] = []
         analyses: dict[str, Any] = {}
         for name, path in photos:
             data = None
             try:
-                data = self.app._read_upload(path)
-                analysis = self.app._analyse(data)
+                data = self.app.read_upload(path)
+                analysis = self.app.analyse(data)
             except UserFacingError as exc:
                 records.append((name, {"ok": False, "error": str(exc)}))
                 continue
@@ -355,8 +179,8 @@ class ProgressUI:
 
     def analyse_views_ui(self, left: str | None, front: str | None, right: str | None, request: gr.Request,
                          progress: gr.Progress = gr.Progress()):
-        from acne.ui import _save_display_jpeg
-
+        """"Analyse the whole face": each view analysed (its upload deleted at once), then the summary,
+        the overlays and the cleared inputs."""
         photos = [(name, path) for name, path in zip(views.VIEW_NAMES, (left, front, right)) if path]
         if not photos:
             raise gr.Error("Add at least one photo (left side, front or right side) first.", print_exception=False)
@@ -372,7 +196,7 @@ class ProgressUI:
         gallery = []
         for item in summary["views"]:
             name = item["view"]
-            overlays[name] = _save_display_jpeg(folder, f"overlay-{name}", analyses[name].overlay())
+            overlays[name] = save_display_jpeg(folder, f"overlay-{name}", analyses[name].overlay())
             report = item["report"]
             gallery.append((overlays[name], f"{views.view_title(name).capitalize()}: "
                                             f"{report.get('severity') or 'not assessed'}, "
@@ -383,23 +207,17 @@ class ProgressUI:
                 {"summary": summary, "overlays": overlays}, *cleared, "")
 
     def save_views(self, result: dict | None, state: Any, date: str, note: str, picture: bool):
+        """Save the whole-face result. Returns the new history and a status line."""
         if not result:
-            return gr.skip(), _warn("Analyse the photos first, then save the whole-face result.")
+            return gr.skip(), warn("Analyse the photos first, then save the whole-face result.")
         summary = result["summary"]
-        thumbnail, extra = None, ""
-        if picture:
-            thumbnail, extra = self._thumbnail(result["overlays"].get(summary.get("decided_by")))
-        try:
-            record = history.build_face_record(summary, date=date, note=note, thumbnail=thumbnail)
-            state, message = history.add_entry(state, record)
-        except HistoryError as exc:
-            return gr.skip(), _warn(str(exc))
-        return state, _ok(f"{message}{extra} See **My progress**.")
+        return self._save(state, lambda thumbnail: history.build_face_record(summary, date=date, note=note,
+                                                                              thumbnail=thumbnail),
+                          result["overlays"].get(summary.get("decided_by")), picture)
 
     # ---------------------------------------------------------------- API: /analyze_views
     def api(self) -> None:
-        from acne.ui import photo_input
-
+        """The hidden /analyze_views endpoint (call inside the Blocks)."""
         with gr.Group(visible=False):
             photos = [photo_input(label=name) for name in views.VIEW_NAMES]
             summary = gr.JSON(label="summary")
@@ -410,6 +228,7 @@ class ProgressUI:
                                      "per-view reports.")
 
     def analyze_views_api(self, left: str | None, front: str | None, right: str | None) -> dict:
+        """/analyze_views: up to three uploads -> the whole-face summary (JSON). Uploads are deleted at once."""
         photos = [(name, path) for name, path in zip(views.VIEW_NAMES, (left, front, right)) if path]
         if not photos:
             raise gr.Error("No photo was sent. Pass up to three image files (left, front, right), e.g. "
@@ -424,6 +243,7 @@ class ProgressUI:
 
     # ---------------------------------------------------------------- My progress tab
     def progress_tab(self) -> None:
+        """The My progress tab's components (call inside its gr.Tab)."""
         gr.Markdown(PROGRESS_INTRO, elem_id="progress-intro")
         self.trend_md = gr.Markdown(elem_id="progress-trend")
         with gr.Row(equal_height=False):
@@ -475,6 +295,7 @@ class ProgressUI:
         gr.Markdown(f"ℹ️ {DISCLAIMER} Changes over time are estimates from photos, too.")
 
     def chat_note(self) -> None:
+        """The chat tab's line about the trend of the saved history."""
         self._chat_note = gr.Markdown(elem_id="chat-trend")
 
     # ---------------------------------------------------------------- handlers of My progress
@@ -511,44 +332,51 @@ class ProgressUI:
         )
 
     def compare_entries(self, state: Any, before: str | None, after: str | None) -> str:
+        """The before/after view of two entries (by id). Returns HTML."""
         return compare_html(history.find(state, before), history.find(state, after))
 
     def pick_entry(self, state: Any, entry_id: str | None):
+        """An entry chosen for editing: its date and note."""
         entry = history.find(state, entry_id)
         if entry is None:
             return "", ""
         return entry["date"], entry.get("note", "")
 
     def update_entry(self, state: Any, entry_id: str | None, date: str, note: str):
+        """Change an entry's date and note. Returns the new history and a status line."""
         try:
             state = history.update_entry(state, entry_id, date=date, note=note)
         except HistoryError as exc:
-            return gr.skip(), _warn(str(exc))
-        return state, _ok("Entry changed.")
+            return gr.skip(), warn(str(exc))
+        return state, ok("Entry changed.")
 
     def delete_entry(self, state: Any, entry_id: str | None):
+        """Delete one entry. Returns the new history and a status line."""
         try:
             state = history.delete_entry(state, entry_id)
         except HistoryError as exc:
-            return gr.skip(), _warn(str(exc))
-        return state, _ok("Entry deleted.")
+            return gr.skip(), warn(str(exc))
+        return state, ok("Entry deleted.")
 
     def delete_all(self, state: Any):
+        """Delete the whole history (after the confirmation)."""
         n = len(history.normalise(state)["entries"])
-        return history.empty(), gr.update(visible=False), _ok(
+        return history.empty(), gr.update(visible=False), ok(
             f"Deleted {n} saved result{'s' if n != 1 else ''}: your history in this browser is now empty.")
 
     def import_history(self, text: str | None, state: Any):
+        """Merge an imported history file's text (read in the browser). Returns the new history and a status."""
         if text is None:
             return gr.skip(), "No file was chosen."
         try:
             state, message = history.parse_import(text, state)
         except HistoryError as exc:
-            return gr.skip(), _warn(str(exc))
-        return state, _ok(message)
+            return gr.skip(), warn(str(exc))
+        return state, ok(message)
 
     # ---------------------------------------------------------------- events
     def wire(self, demo: gr.Blocks, tabs: gr.Tabs | None = None, tab_id: str = "progress") -> None:
+        """The events that need every component: loading and drawing the history, editing, export, import."""
         quick = {"api_visibility": "private", "concurrency_limit": None, "show_progress": "hidden"}
         if tabs is not None:
             for button in self._open_buttons:
