@@ -22,10 +22,10 @@ on its own (A/B alternated). Prints a table and writes JSON. About 5-8 minutes o
     python scripts/benchmark.py --n 3 --throughput-n 5 --no-levers   # smoke run
     python scripts/benchmark.py --guard               # accuracy guard, real weights, all valid photos
 
---guard compares each fast path (ONNX Runtime fp32; ONNX + int8 grader; PyTorch bfloat16, the default on
-CPUs with native bf16) with plain fp32 PyTorch on real valid photos with the real weights in weights/:
-severity identical on >= 98% of photos, mean mask Dice >= 0.95, lesion count within +-1 on >= 95%
-(acne.runtime.GUARD). It exits 1 when a default path (bf16 where native, onnx) fails.
+--guard compares each fast path (ONNX Runtime fp32, PyTorch bfloat16 autocast) with plain fp32 PyTorch on
+real valid photos with the real weights in weights/: severity identical on >= 98% of photos, mean mask
+Dice >= 0.95, lesion count within +-1 on >= 95% (acne.runtime.GUARD). ACNE_BACKEND=auto checks the same
+guard on one probe photo when it chooses; this checks it on many. It exits 1 when a fast path fails.
 """
 from __future__ import annotations
 
@@ -673,8 +673,7 @@ def print_table(result: dict) -> None:
             print(f"  {name}: {value}")
     m = result["machine"]
     print(f"\nMachine: {m['cpu_model']}; {m['usable_cpus']} usable CPUs (os.cpu_count {m['os_cpu_count']}); "
-          f"torch threads {m['torch_threads']}; native bf16 {m.get('native_bf16')} (ACNE_BACKEND=auto -> "
-          f"{m.get('default_backend')}); load average {m['load_average_start']} -> {m['load_average_end']}")
+          f"torch threads {m['torch_threads']}; native bf16 {m.get('native_bf16')}; load average {m['load_average_start']} -> {m['load_average_end']}")
     for note in result["notes"]:
         print(f"NOTE: {note}")
 
@@ -712,8 +711,7 @@ def main(argv: list[str] | None = None) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1) + "\n")
         print(f"wrote {out}")
-        # The default paths (bf16 where native, else onnx) must hold; int8 is off by default: informative.
-        return 0 if all(result["fast_paths"][b]["passed"] for b in {result["shipped"], "onnx"}) else 1
+        return 0 if all(g["passed"] for g in result["fast_paths"].values()) else 1
 
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = set(variants) - set(VARIANTS)

@@ -395,7 +395,34 @@ def ray_available():
     pytest.importorskip("ray.data", reason="the Ray engine needs ray[data] (tests/requirements.txt)")
 
 
-def test_ray_engine_matches_the_cli_and_resumes_after_a_kill(ray_available, tiny_model_env, photo_dir, bad_photo,
+def processes_marked(mark: str) -> list[int]:
+    """Processes whose environment holds ACNE_TEST_RUN=mark: a run's driver and everything it started (Ray's
+    own processes start in sessions of their own, out of reach of a process-group signal)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and entry.name != str(os.getpid()):
+            try:
+                if f"ACNE_TEST_RUN={mark}".encode() in (entry / "environ").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+@pytest.fixture
+def marked_env(tiny_model_env, tmp_path):
+    """The tiny models' environment with a mark; every marked process left at the end is killed (a killed
+    Ray driver can leave actor processes behind that would hold memory for the rest of the test run)."""
+    mark = tmp_path.name
+    yield dict(tiny_model_env, ACNE_TEST_RUN=mark)
+    for pid in processes_marked(mark):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def test_ray_engine_matches_the_cli_and_resumes_after_a_kill(ray_available, marked_env, photo_dir, bad_photo,
                                                              reference, tmp_path):
     """Two runs on a real local Ray instance (127.0.0.1): one killed part-way (SIGKILL to the driver and
     its Ray processes), then --resume. Together they must give every photo exactly once, each row equal
@@ -404,7 +431,7 @@ def test_ray_engine_matches_the_cli_and_resumes_after_a_kill(ray_available, tiny
 
     out = tmp_path / "ray.parquet"
     parts = tmp_path / "ray.parquet.parts"
-    run = start_acne(tiny_model_env, "batch", photo_dir, bad_photo, "--out", out, "--engine", "ray",
+    run = start_acne(marked_env, "batch", photo_dir, bad_photo, "--out", out, "--engine", "ray",
                      "--concurrency", "1", "--batch-size", "2", log=tmp_path / "1.log")
 
     def finished_parts():
@@ -423,7 +450,7 @@ def test_ray_engine_matches_the_cli_and_resumes_after_a_kill(ray_available, tiny
     assert 4 <= kept < PHOTOS and not out.exists(), "the first run was not interrupted part-way"
     bad_rows = sum(1 for p in parts.glob("*.jsonl") for _ in p.read_text().splitlines())  # the bad photo's row
 
-    done = run_acne(tiny_model_env, "batch", photo_dir, bad_photo, "--out", out, "--engine", "ray", "--resume",
+    done = run_acne(marked_env, "batch", photo_dir, bad_photo, "--out", out, "--engine", "ray", "--resume",
                     "--concurrency", "2", "--batch-size", "4")
     assert done.returncode == 1, done.stderr      # the bad photo: exit status 1
     assert f"{kept + bad_rows} already done" in done.stderr and not parts.exists()
