@@ -149,10 +149,12 @@ def _save_standin_dinov2(folder: Path) -> None:
                           patch_size=14, image_size=518, num_labels=4, id2label=dict(enumerate(LEVELS_4)),
                           label2id={label: i for i, label in enumerate(LEVELS_4)})
     Dinov2ForImageClassification(config).eval().half().save_pretrained(folder)
+    from acne.imaging import IMAGENET_MEAN, IMAGENET_STD
+
     # As scripts/train_grader.py build_processor(448): square bicubic resize, no crop, ImageNet mean/std.
     BitImageProcessor(do_resize=True, size={"height": 448, "width": 448}, resample=Image.BICUBIC,
                       do_center_crop=False, do_rescale=True, rescale_factor=1 / 255, do_normalize=True,
-                      image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
+                      image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD),
                       do_convert_rgb=True).save_pretrained(folder)
 
 

