@@ -259,6 +259,14 @@ def test_a_worker_process_that_dies_is_replaced_and_its_photo_tried_again(tiny_m
 
 
 def test_ctrl_c_keeps_the_finished_rows_and_says_how_to_resume(tiny_model_env, photo_dir, tmp_path):
+    # Five links to each photo (200 paths, each its own photo for the batch): with tiny models 40 photos can
+    # all be done between the third row and the Ctrl-C, and the run would end before it is interrupted.
+    many = tmp_path / "many"
+    many.mkdir()
+    for copy in range(5):
+        for path in sorted(photo_dir.rglob("photo_*.jpg")):
+            os.link(path, many / f"photo_{copy}_{path.parent.name}_{path.name}")
+    photo_dir = many
     out = tmp_path / "results.parquet"
     log = tmp_path / "run.log"
     run = start_acne(tiny_model_env, "batch", photo_dir, "--out", out, "--workers", "2", log=log)
