@@ -16,7 +16,7 @@ from pathlib import Path
 from .batch.command import add_batch_parser
 from .batch.command import main as batch_main
 from .imaging import IMAGE_SUFFIXES
-from .records import OutputOptions, analyze_record, quiet_libraries
+from .records import OutputOptions, analyze_record, command_settings, quiet_libraries
 from .report import DISCLAIMER
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -82,23 +82,20 @@ def main(argv: list[str] | None = None) -> int:
         if any(Path(p).is_dir() for p in args.paths):
             parser.error("--views takes photo files, not folders")
 
-    from .config import Settings
     from .errors import WeightsMissingError
 
     try:
-        settings = Settings.from_env()
+        settings = command_settings(args)
     except ValueError as exc:  # a malformed environment variable
         print(f"acne: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    overrides = {k: v for k, v in (("segmenter", args.segmenter), ("grader", args.grader),
-                                   ("seg_size", args.seg_size)) if v is not None}
 
     from .analysis import load_analyzer
 
     if not args.verbose:
         quiet_libraries()
     try:
-        analyzer = load_analyzer(settings, **overrides)
+        analyzer = load_analyzer(settings)
     except (WeightsMissingError, ValueError) as exc:
         print(f"acne: cannot start: {exc}", file=sys.stderr)
         return EXIT_USAGE

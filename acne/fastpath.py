@@ -246,7 +246,7 @@ def choose(backends: list[str], parallels: list[bool], measure: Callable[[str, b
         return Choice(backends[0], parallels[0], "forced")
     wisdom_key = json.dumps(dict(key, format=WISDOM_FORMAT, backends=backends, parallels=parallels), sort_keys=True)
     path = (Path(cache_dir).expanduser() if cache_dir else runtime.default_cache_dir()) / WISDOM_FILE
-    known = _read_wisdom(path).get(wisdom_key)
+    known = runtime.read_json_dict(path).get(wisdom_key)
     if known and known.get("backend") in backends and known.get("parallel") in parallels:
         return Choice(known["backend"], bool(known["parallel"]), "cached", known.get("measured", {}))
 
@@ -312,17 +312,10 @@ def _label(backend: str, parallel: bool) -> str:
     return f"{backend}+parallel" if parallel else backend
 
 
-def _read_wisdom(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
 
 def _write_wisdom(path: Path, key: str, entry: dict) -> None:
     # Read, update, rename into place: two processes starting together lose at most one entry, never the file.
-    data = _read_wisdom(path)
+    data = runtime.read_json_dict(path)
     data[key] = entry
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:

@@ -57,6 +57,22 @@ def analyze_record(analyzer, path: Path, options: OutputOptions, used_stems: dic
     return record
 
 
+def command_settings(args) -> "Settings":
+    """The settings a command runs with: the environment (and .env), then the model options of `acne
+    analyze` / `acne batch` (--segmenter, --grader, --seg-size) where given.
+
+    Raises:
+        ValueError: a malformed environment variable (the command reports it as a usage error).
+    """
+    import dataclasses
+
+    from .config import Settings
+
+    overrides = {k: v for k, v in (("segmenter", args.segmenter), ("grader", args.grader),
+                                   ("seg_size", args.seg_size)) if v is not None}
+    return dataclasses.replace(Settings.from_env(), **overrides)
+
+
 def unique_stem(stem: str, used: dict[str, int]) -> str:
     """`stem`, or `stem-2`, `stem-3`... when it was given before (updates `used`): two inputs with the same
     name (a/x.jpg, b/x.jpg) must not overwrite each other's images."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import json
 import logging
 import math
 import os
@@ -114,6 +115,16 @@ def pin_torch_threads(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
+
+
+def read_json_dict(path: Path) -> dict:
+    """A JSON file's object, or {} when the file is missing, unreadable or not a JSON object (caches and
+    shipped figures are optional: their absence is not an error)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def default_cache_dir() -> Path:

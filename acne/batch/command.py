@@ -112,17 +112,15 @@ def _main(args, parser: argparse.ArgumentParser) -> int:
     if args.overwrite:
         output.clear()
 
-    from ..config import Settings
+    from ..records import command_settings
 
     try:
-        settings = Settings.from_env()
+        settings = command_settings(args)
     except ValueError as exc:  # a malformed environment variable
         print(f"acne: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    overrides = {k: v for k, v in (("segmenter", args.segmenter), ("grader", args.grader),
-                                   ("seg_size", args.seg_size)) if v is not None}
     # Workers and actors get the model settings, never the chat's API key.
-    settings = dataclasses.replace(settings, torch_threads=args.threads, openai_api_key=None, **overrides)
+    settings = dataclasses.replace(settings, torch_threads=args.threads, openai_api_key=None)
     if not args.verbose:
         quiet_libraries()
 

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 from typing import Any
 
+from .. import runtime
 from ..config import PROJECT_DIR
 
 HUB_MODEL_NOTES = {
@@ -36,7 +36,7 @@ def figures_markdown(name: str) -> str:
         return HUB_MODEL_NOTES.get(name, "Loaded from the Hugging Face Hub; see its model card there.")
     parts: list[str] = []
     for filename in ("inference.json", "metrics.json"):
-        data = _read_json(folder / filename)
+        data = runtime.read_json_dict(folder / filename)
         rows: list[tuple[str, str]] = []
         for key, value in data.items():
             if "metric" in key.lower() and isinstance(value, dict):
@@ -60,13 +60,6 @@ def card(name: str, input_size: int | None) -> dict:
     return {"name": name, "short_name": short_name(name), "input_size": input_size,
             "figures_markdown": figures_markdown(name)}
 
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
 
 
 def _metric_rows(data: Any, prefix: str = "") -> list[tuple[str, str]]:
