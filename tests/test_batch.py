@@ -259,38 +259,48 @@ def test_a_worker_process_that_dies_is_replaced_and_its_photo_tried_again(tiny_m
 
 
 def test_ctrl_c_keeps_the_finished_rows_and_says_how_to_resume(tiny_model_env, photo_dir, tmp_path):
-    # Five links to each photo (200 paths, each its own photo for the batch): with tiny models 40 photos can
-    # all be done between the third row and the Ctrl-C, and the run would end before it is interrupted.
-    many = tmp_path / "many"
-    many.mkdir()
-    for copy in range(5):
-        for path in sorted(photo_dir.rglob("photo_*.jpg")):
-            os.link(path, many / f"photo_{copy}_{path.parent.name}_{path.name}")
-    photo_dir = many
+    # One "photo" is a named pipe that nobody writes: the worker reading it waits, so the run is surely
+    # still going when Ctrl-C comes, however fast the other photos go (no race with the run's end).
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    originals = sorted(photo_dir.rglob("photo_*.jpg"))
+    for path in originals:
+        os.link(path, photos / f"{path.parent.name}_{path.name}")
+    stuck = photos / "zz_stuck.jpg"
+    os.mkfifo(stuck)
     out = tmp_path / "results.parquet"
     log = tmp_path / "run.log"
-    run = start_acne(tiny_model_env, "batch", photo_dir, "--out", out, "--workers", "2", log=log)
+    run = start_acne(tiny_model_env, "batch", photos, "--out", out, "--workers", "2", log=log)
     parts = tmp_path / "results.parquet.parts"
 
     def rows_written():
-        return any(p.read_text().count("\n") >= 3 for p in parts.glob("*.jsonl")) if parts.is_dir() else False
+        return sum(p.read_text().count("\n") for p in parts.glob("*.jsonl")) >= 3 if parts.is_dir() else False
 
     wait_for(rows_written, 240, "3 rows were written", run)
     os.killpg(run.pid, signal.SIGINT)  # Ctrl-C in a terminal reaches the parent and its workers
-    assert run.wait(timeout=60) == 130
+    try:
+        status = run.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(run.pid, signal.SIGKILL)
+        pytest.fail("the run went on after Ctrl-C: " + log.read_text()[-3000:])
+    assert status == 130, (status, log.read_text()[-3000:])
     wait_for(lambda: group_gone(run.pid), 30, "the worker processes exited")
     message = log.read_text()
     assert "interrupted" in message and "--resume" in message and "Traceback" not in message
     assert not out.exists()              # parquet is written whole at the end; the rows wait in the parts
     kept = [json.loads(line) for p in parts.glob("*.jsonl") for line in p.read_text().splitlines()]
     assert len(kept) >= 3 and all(r["ok"] for r in kept)
+    assert str(stuck) not in {r["file"] for r in kept}
 
-    done = run_acne(tiny_model_env, "batch", photo_dir, "--out", out, "--resume")
+    stuck.unlink()
+    os.link(originals[0], stuck)         # the photo can be read now: the resumed run finishes it
+    done = run_acne(tiny_model_env, "batch", photos, "--out", out, "--resume")
     assert done.returncode == 0, done.stderr
     import pyarrow.parquet as pq
 
     files = pq.read_table(out, columns=["file"]).column("file").to_pylist()
-    assert sorted(files) == sorted(str(p) for p in photo_dir.rglob("photo_*.jpg")) and not parts.exists()
+    assert sorted(files) == sorted(str(p) for p in photos.glob("*.jpg")) and not parts.exists()
+    assert len(files) == len(originals) + 1
 
 
 def test_usage_errors_exit_2_before_loading_models(tiny_model_env, example_photo, tmp_path):
