@@ -1,7 +1,7 @@
 """One photo in, one Report out.
 
-    photo -> region (face, skin patch or the whole close-up; none: no grade) -> segmenter and grader on
-    the region -> lesions on skin, back in photo pixels -> Report
+    photo -> region (face, skin patch or the whole close-up; none: no grade) -> skin check on the region
+    (not skin: no grade) -> segmenter and grader on the region -> lesions on skin, back in photo pixels -> Report
 
 load_analyzer builds the models once and turns them into runners (acne.fastpath); Analyzer.run only runs them.
 """
@@ -28,6 +28,8 @@ from .models import cards, load_classifier, load_unet
 from .region import Region, RegionFinder, region_warnings
 from .report import GRADED, NOT_ASSESSED, UNRELIABLE, GraderResult, Report
 from .segmenter import LesionSegmenter, Segmentation
+from .models.skin import load_skin_check as load_skin_model
+from .skin import SkinCheck
 from .severity import CLASSES, class_scores, count_grade, recommendations
 
 log = logging.getLogger(__name__)
@@ -73,17 +75,17 @@ class Analyzer:
     """Runs the region finder and both models on photos. Made by load_analyzer.
 
     Args:
-        segmenter, grader, regions: ready runners of the three models.
+        segmenter, grader, regions, skin_check: ready runners of the four models.
         max_pixels: larger photos are refused (acne.imaging.load_image).
         threads: inference threads of this process.
         parallel: run the segmenter and the grader side by side, each on half the threads.
         choice: how the fast path was chosen (acne.fastpath.Choice), for describe().
     """
 
-    def __init__(self, segmenter: LesionSegmenter, grader: SeverityGrader, regions: RegionFinder, *,
-                 max_pixels: int = 50_000_000, threads: int = 1, parallel: bool = False,
+    def __init__(self, segmenter: LesionSegmenter, grader: SeverityGrader, regions: RegionFinder,
+                 skin_check: SkinCheck, *, max_pixels: int = 50_000_000, threads: int = 1, parallel: bool = False,
                  choice: fastpath.Choice | None = None):
-        self.segmenter, self.grader, self.regions = segmenter, grader, regions
+        self.segmenter, self.grader, self.regions, self.skin_check = segmenter, grader, regions, skin_check
         self.max_pixels = max_pixels
         self.threads = threads
         self.choice = choice or fastpath.Choice(segmenter.backend, parallel, "forced")
@@ -127,8 +129,12 @@ class Analyzer:
         t1 = time.perf_counter()
         region = self.regions.find(rgb)
         t2 = time.perf_counter()
+        if region.found and not self.skin_check.is_skin(region.crop(rgb)):
+            region = Region((0, 0, int(rgb.shape[1]), int(rgb.shape[0])), "none")   # skin's colours, not skin
+        t3 = time.perf_counter()
         if not region.found:
-            return self._not_assessed(rgb, region, {"decode": _ms(t0, t1), "region": _ms(t1, t2)})
+            return self._not_assessed(rgb, region, {"decode": _ms(t0, t1), "region": _ms(t1, t2),
+                                                    "skin_check": _ms(t2, t3)})
         crop = region.crop(rgb)
         segmentation, (graded, density), model_ms = self.run_models(crop)
         warnings = quality_warnings(crop)
@@ -152,6 +158,7 @@ class Analyzer:
         report.timings_ms = {
             "decode": _ms(t0, t1),
             "region": _ms(t1, t2),
+            "skin_check": _ms(t2, t3),
             "segment": model_ms["segment"],   # per model; side by side, segment and grade overlap in `models`
             "postprocess": round(segmentation.timings_ms.get("postprocess", 0.0), 1),  # part of segment
             "grade": model_ms["grade"],
@@ -247,23 +254,24 @@ def load_analyzer(settings: Settings | None = None, **overrides) -> Analyzer:
     runtime.set_torch_threads(threads)
 
     problems: list[str] = []
-    unet = classifier = regions = None
+    built: dict = {}
     for what, load in (("Lesion segmenter", lambda: load_unet(settings.segmenter)),
                        ("Severity grader", lambda: load_classifier(settings.grader, fallback=settings.grader_fallback,
                                                                    cache_dir=settings.cache_dir)),
-                       ("Face detector", lambda: RegionFinder.from_pretrained(settings.face_detector))):
+                       ("Face detector", lambda: RegionFinder.from_pretrained(settings.face_detector)),
+                       ("Skin check", lambda: load_skin_model(settings.skin_check))):
         try:
-            built = load()
+            built[what] = load()
         except WeightsMissingError as exc:
             problems.append(f"{what}: {exc}")
-            continue
-        unet, classifier, regions = ((built, classifier, regions) if what == "Lesion segmenter" else
-                                     (unet, built, regions) if what == "Severity grader" else (unet, classifier, built))
     if problems:
         raise WeightsMissingError("Model weights are missing or unreadable.\n" + "\n".join(
             f"- {problem}" for problem in problems))
+    unet, classifier = built["Lesion segmenter"], built["Severity grader"]
+    regions, skin_model = built["Face detector"], built["Skin check"]
 
     grader_example = fixed_input_example(classifier) if "onnx" in backends else None
+    skin_example = skin_model.preprocess(np.zeros((8, 8, 3), np.uint8)).numpy()
     runners: dict = {}
 
     def runner(model, backend: str, model_threads: int):
@@ -272,24 +280,26 @@ def load_analyzer(settings: Settings | None = None, **overrides) -> Analyzer:
             backend = "torch"   # the input shape depends on the photo: an export would not cover it
         key = (id(model), backend, model_threads if backend == "onnx" else 0)
         if key not in runners:
-            example = grader_example if model is classifier else _unet_example(settings.seg_size or
-                                                                               unet.settings["input_size"])
+            example = (grader_example if model is classifier else skin_example if model is skin_model else
+                       _unet_example(settings.seg_size or unet.settings["input_size"]))
             runners[key] = fastpath.make_runner(model, backend, threads=model_threads, cache_dir=settings.cache_dir,
                                                 example=example)
         return runners[key]
 
-    def build(backend: str, parallel: bool) -> Analyzer:
+    def build(backend: str, parallel: bool, skin_backend: str | None = None) -> Analyzer:
         model_threads = max(1, threads // 2) if parallel else threads
         segmenter = LesionSegmenter(unet, runner(unet, backend, model_threads), size=settings.seg_size,
                                     threshold=settings.seg_threshold)
         grader = SeverityGrader(classifier, runner(classifier, backend, model_threads))
-        return Analyzer(segmenter, grader, regions, max_pixels=settings.max_pixels, threads=threads,
+        # The skin check runs alone, before the models, on every thread.
+        skin_check = SkinCheck(skin_model, runner(skin_model, skin_backend or backend, threads))
+        return Analyzer(segmenter, grader, regions, skin_check, max_pixels=settings.max_pixels, threads=threads,
                         parallel=parallel)
 
     probe = load_image(PROBE_PHOTO) if PROBE_PHOTO.is_file() else None
 
     def measure(backend: str, parallel: bool):
-        analyzer = build(backend, parallel)
+        analyzer = build(backend, parallel, skin_backend="torch")   # the timing covers the two models only
         segmentation, (graded, _), model_ms = analyzer.run_models(probe)   # the probe photo is a close-up
         analyzer.close()
         scores = class_scores(graded.level_scores)
@@ -309,6 +319,7 @@ def load_analyzer(settings: Settings | None = None, **overrides) -> Analyzer:
     if choice.backend != "torch":   # the fp32 modules were the guard's reference: built again if ever needed
         unet.module.release()
         classifier.module.release()
+        skin_model.module.release()
     log.info("Loaded %r (%s, %s)", analyzer, choice.backend,
              f"side by side, {max(1, threads // 2)} thread(s) each" if choice.parallel else f"{threads} threads")
     return analyzer

@@ -191,13 +191,14 @@ def timing_words(t: dict) -> str:
     """The record's `timings_ms` in words whose parts add up to the total. The models' part is wall time;
     when the two models ran side by side their own times overlap and are said to (they do not add up)."""
     models = t.get("models", t["segment"] + t["grade"])
-    rest = max(0.0, t["total"] - t["decode"] - t.get("region", 0.0) - models)
+    check = t.get("skin_check", 0.0)
+    rest = max(0.0, t["total"] - t["decode"] - t.get("region", 0.0) - check - models)
     if t["segment"] + t["grade"] <= models + 1.0:   # one after the other (1 ms: rounding)
         split = f"segment {t['segment']:.0f} + grade {t['grade']:.0f}"
     else:
         split = f"segment {t['segment']:.0f} and grade {t['grade']:.0f} side by side"
-    return (f"{t['total']:.0f} ms = decode {t['decode']:.0f} + region {t.get('region', 0):.0f} + models "
-            f"{models:.0f} wall ({split}) + report {rest:.0f}")
+    return (f"{t['total']:.0f} ms = decode {t['decode']:.0f} + region {t.get('region', 0):.0f} + skin check "
+            f"{check:.0f} + models {models:.0f} wall ({split}) + report {rest:.0f}")
 
 
 def _graded_lines(record: dict) -> list[str]:

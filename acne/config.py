@@ -62,6 +62,7 @@ class Settings:
     grader: str = DEFAULT_GRADER
     grader_fallback: str = str(WEIGHTS_DIR / "grader")
     face_detector: str = str(WEIGHTS_DIR / "face_detector")   # finds the face to analyse (acne/region.py)
+    skin_check: str = str(WEIGHTS_DIR / "skin_check")   # is the region skin at all? (acne/skin.py)
     seg_size: int | None = None    # long side fed to the UNet; None: inference.json's input_size, else 640
     seg_threshold: float | None = None  # None: use the threshold stored with the weights
     torch_threads: int = 0         # inference threads (PyTorch and ONNX Runtime); 0: OMP_NUM_THREADS if set,
@@ -99,6 +100,7 @@ class Settings:
             grader=_env("ACNE_GRADER", cls.grader),
             grader_fallback=_env("ACNE_GRADER_FALLBACK", cls.grader_fallback),
             face_detector=_env("ACNE_FACE_DETECTOR", cls.face_detector),
+            skin_check=_env("ACNE_SKIN_CHECK", cls.skin_check),
             seg_size=_int("ACNE_SEG_SIZE", cls.seg_size),
             seg_threshold=_float("ACNE_SEG_THRESHOLD", -1.0) if _env("ACNE_SEG_THRESHOLD") else None,
             torch_threads=_int("ACNE_TORCH_THREADS", cls.torch_threads),

@@ -52,7 +52,7 @@ ROOT = Path(__file__).resolve().parent.parent
 VALID_DIR = Path(os.environ.get("ACNE04_DIR", ROOT.parent / "shared" / "data" / "acne04")) / "images" / "valid"
 WORK_DIR = ROOT / "runs" / "benchmark"
 VARIANTS = ("reference", "ours-same", "ours-default")
-STAGES = ("decode", "region", "segment", "grade", "post", "total")
+STAGES = ("decode", "region", "skin_check", "segment", "grade", "post", "total")
 LEVELS_5 = ["level -1", "level 0", "level 1", "level 2", "level 3"]
 LEVELS_4 = ["level 0", "level 1", "level 2", "level 3"]
 REF_THRESHOLD = 0.3
@@ -236,7 +236,7 @@ class ReferencePipeline:
             scores = self.classifier(image)
         t4 = time.perf_counter()
         assert overlay.shape == rgb.shape and scores
-        return {"decode": t1 - t0, "region": 0.0, "segment": t2 - t1, "post": t3 - t2, "grade": t4 - t3,
+        return {"decode": t1 - t0, "region": 0.0, "skin_check": 0.0, "segment": t2 - t1, "post": t3 - t2, "grade": t4 - t3,
                 "total": t4 - t0}
 
 
@@ -255,8 +255,8 @@ class OursPipeline:
         segment = t["segment"] - t["postprocess"]
         # post = lesion splitting + mask upsampling + report (quality checks) + overlay drawing. With the models
         # in parallel, segment and grade overlap: the stages then add up to more than the total.
-        post = t["postprocess"] + (t1 - t0) - t["decode"] - t["region"] - t["models"] + (t2 - t1)
-        return {"decode": t["decode"], "region": t["region"], "segment": segment, "grade": t["grade"], "post": post,
+        post = t["postprocess"] + (t1 - t0) - t["decode"] - t["region"] - t["skin_check"] - t["models"] + (t2 - t1)
+        return {"decode": t["decode"], "region": t["region"], "skin_check": t["skin_check"], "segment": segment, "grade": t["grade"], "post": post,
                 "total": t2 - t0}
 
 

@@ -155,13 +155,39 @@ def example_photos() -> list[Path]:
     return sorted(EXAMPLES_DIR.glob("*.jpg"))
 
 
+def save_skin_check(folder: Path, backbone: Path, *, bias: float, input_size: int = 28) -> Path:
+    """A skin check head on `backbone` (a DINOv2 folder) whose weights are zero: P(skin) is sigmoid(bias)
+    for every photo (bias > 0: everything is skin)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from acne.models.skin import backbone_key
+
+    folder.mkdir(parents=True, exist_ok=True)
+    hidden = json.loads((backbone / "config.json").read_text())["hidden_size"]
+    save_file({"head.weight": torch.zeros(2, hidden, dtype=torch.float16),
+               "head.bias": torch.tensor([-bias / 2, bias / 2], dtype=torch.float16)}, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps({"labels": ["not skin", "skin"], "backbone": str(backbone),
+                                                    "backbone_key": backbone_key(backbone),
+                                                    "input_size": input_size, "threshold": 0.5}))
+    return folder
+
+
 @pytest.fixture(scope="session")
-def tiny_settings(tiny_segmenter_dir, tiny_grader_dir):
-    """Settings pointing at the tiny models: segmenter, and the 5-label ViT as grader and fallback."""
+def tiny_skin_check_dir(tmp_path_factory, tiny_count_grader_dir) -> Path:
+    """A tiny skin check that takes every photo for skin (the tests of other parts grade any photo)."""
+    return save_skin_check(tmp_path_factory.mktemp("models") / "skin_check", tiny_count_grader_dir, bias=8.0)
+
+
+@pytest.fixture(scope="session")
+def tiny_settings(tiny_segmenter_dir, tiny_grader_dir, tiny_skin_check_dir):
+    """Settings pointing at the tiny models: segmenter, the 5-label ViT as grader and fallback, and a skin
+    check that takes every photo for skin."""
     from acne.config import Settings
 
     return Settings(segmenter=str(tiny_segmenter_dir), grader=str(tiny_grader_dir),
-                    grader_fallback=str(tiny_grader_dir), seg_size=TEST_SEG_SIZE)
+                    grader_fallback=str(tiny_grader_dir), seg_size=TEST_SEG_SIZE,
+                    skin_check=str(tiny_skin_check_dir))
 
 
 @pytest.fixture(scope="session")
@@ -173,13 +199,14 @@ def tiny_analyzer(tiny_settings):
 
 
 @pytest.fixture(scope="session")
-def tiny_model_env(tiny_segmenter_dir, tiny_grader_dir) -> dict[str, str]:
+def tiny_model_env(tiny_segmenter_dir, tiny_grader_dir, tiny_skin_check_dir) -> dict[str, str]:
     """Environment for subprocesses (CLI, app) that should use the tiny models."""
     env = dict(os.environ)
     env.update({
         "ACNE_SEGMENTER": str(tiny_segmenter_dir),
         "ACNE_GRADER": str(tiny_grader_dir),
         "ACNE_GRADER_FALLBACK": str(tiny_grader_dir),
+        "ACNE_SKIN_CHECK": str(tiny_skin_check_dir),
         "ACNE_SEG_SIZE": str(TEST_SEG_SIZE),
         "HF_HUB_OFFLINE": "1",
         "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1"),

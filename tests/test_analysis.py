@@ -117,23 +117,25 @@ def test_load_analyzer_overrides(tiny_settings, tiny_grader4_dir):
     assert analyzer.grader.name == str(tiny_grader4_dir) and analyzer.grader.levels == [0, 1, 2, 3]
 
 
-def test_load_analyzer_reads_the_environment(monkeypatch, tiny_segmenter_dir, tiny_grader4_dir):
+def test_load_analyzer_reads_the_environment(monkeypatch, tiny_segmenter_dir, tiny_grader4_dir, tiny_skin_check_dir):
     monkeypatch.setenv("ACNE_SEGMENTER", str(tiny_segmenter_dir))
     monkeypatch.setenv("ACNE_GRADER", str(tiny_grader4_dir))
+    monkeypatch.setenv("ACNE_SKIN_CHECK", str(tiny_skin_check_dir))
     monkeypatch.setenv("ACNE_SEG_SIZE", "96")
     monkeypatch.setenv("ACNE_SEG_THRESHOLD", "0.65")
     analyzer = load_analyzer()
     assert analyzer.segmenter.name == str(tiny_segmenter_dir) and analyzer.segmenter.input_size == 96
     assert analyzer.segmenter.threshold == 0.65
-    assert analyzer.grader.name == str(tiny_grader4_dir)
+    assert analyzer.grader.name == str(tiny_grader4_dir) and analyzer.skin_check.name == str(tiny_skin_check_dir)
 
 
 def test_missing_weights_name_every_missing_model(tmp_path):
     settings = Settings(segmenter=str(tmp_path / "segmenter"), grader="nobody/no-such-grader",
-                        grader_fallback=str(tmp_path / "grader"))
+                        grader_fallback=str(tmp_path / "grader"), skin_check=str(tmp_path / "skin_check"))
     with pytest.raises(WeightsMissingError) as info:
         load_analyzer(settings)
     message = str(info.value)
+    assert "Skin check" in message and str(tmp_path / "skin_check") in message and "train_skin_check.py" in message
     assert "Lesion segmenter" in message and str(tmp_path / "segmenter") in message
     assert "Severity grader" in message and str(tmp_path / "grader") in message
     assert "train_segmenter.py" in message and "train_grader.py" in message

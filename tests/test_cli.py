@@ -128,7 +128,7 @@ def test_folders_and_same_named_inputs_in_process(monkeypatch, capsys, tiny_mode
     """main() in this process (cheap): a folder expands to its photos; equal stems do not overwrite."""
     from acne.cli import main
 
-    for key in ("ACNE_SEGMENTER", "ACNE_GRADER", "ACNE_GRADER_FALLBACK", "ACNE_SEG_SIZE"):
+    for key in ("ACNE_SEGMENTER", "ACNE_GRADER", "ACNE_GRADER_FALLBACK", "ACNE_SKIN_CHECK", "ACNE_SEG_SIZE"):
         monkeypatch.setenv(key, tiny_model_env[key])
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
@@ -163,11 +163,13 @@ def test_missing_inputs_are_a_usage_error_before_the_models_load(tiny_model_env,
 def test_printed_timings_add_up_and_say_when_the_models_overlapped():
     from acne.cli import timing_words
 
-    one_by_one = {"decode": 10.0, "region": 20.0, "segment": 300.0, "grade": 200.0, "models": 505.0, "total": 540.0}
-    assert timing_words(one_by_one) == ("540 ms = decode 10 + region 20 + models 505 wall (segment 300 + grade 200) "
-                                        "+ report 5")
-    side_by_side = dict(one_by_one, models=320.0, total=355.0)
-    assert timing_words(side_by_side) == ("355 ms = decode 10 + region 20 + models 320 wall (segment 300 and grade "
-                                          "200 side by side) + report 5")
-    not_assessed = {"decode": 10.0, "region": 20.0, "segment": 0.0, "grade": 0.0, "models": 0.0, "total": 31.0}
-    assert timing_words(not_assessed).startswith("31 ms = decode 10 + region 20 + models 0 wall")
+    one_by_one = {"decode": 10.0, "region": 20.0, "skin_check": 25.0, "segment": 300.0, "grade": 200.0,
+                  "models": 505.0, "total": 565.0}
+    assert timing_words(one_by_one) == ("565 ms = decode 10 + region 20 + skin check 25 + models 505 wall "
+                                        "(segment 300 + grade 200) + report 5")
+    side_by_side = dict(one_by_one, models=320.0, total=380.0)
+    assert timing_words(side_by_side) == ("380 ms = decode 10 + region 20 + skin check 25 + models 320 wall "
+                                          "(segment 300 and grade 200 side by side) + report 5")
+    not_assessed = {"decode": 10.0, "region": 20.0, "skin_check": 0.0, "segment": 0.0, "grade": 0.0, "models": 0.0,
+                    "total": 31.0}
+    assert timing_words(not_assessed).startswith("31 ms = decode 10 + region 20 + skin check 0 + models 0 wall")
