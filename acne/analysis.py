@@ -75,7 +75,8 @@ class Analyzer:
     """Runs the region finder and both models on photos. Made by load_analyzer.
 
     Args:
-        segmenter, grader, regions, skin_check: ready runners of the four models.
+        segmenter, grader, regions, skin_check: ready runners of the four models (skin_check None: every
+            region is taken for skin; load_analyzer uses that only to time the two models).
         max_pixels: larger photos are refused (acne.imaging.load_image).
         threads: inference threads of this process.
         parallel: run the segmenter and the grader side by side, each on half the threads.
@@ -83,7 +84,7 @@ class Analyzer:
     """
 
     def __init__(self, segmenter: LesionSegmenter, grader: SeverityGrader, regions: RegionFinder,
-                 skin_check: SkinCheck, *, max_pixels: int = 50_000_000, threads: int = 1, parallel: bool = False,
+                 skin_check: SkinCheck | None, *, max_pixels: int = 50_000_000, threads: int = 1, parallel: bool = False,
                  choice: fastpath.Choice | None = None):
         self.segmenter, self.grader, self.regions, self.skin_check = segmenter, grader, regions, skin_check
         self.max_pixels = max_pixels
@@ -129,7 +130,7 @@ class Analyzer:
         t1 = time.perf_counter()
         region = self.regions.find(rgb)
         t2 = time.perf_counter()
-        if region.found and not self.skin_check.is_skin(region.crop(rgb)):
+        if region.found and self.skin_check is not None and not self.skin_check.is_skin(region.crop(rgb)):
             region = Region((0, 0, int(rgb.shape[1]), int(rgb.shape[0])), "none")   # skin's colours, not skin
         t3 = time.perf_counter()
         if not region.found:
@@ -286,20 +287,20 @@ def load_analyzer(settings: Settings | None = None, **overrides) -> Analyzer:
                                                 example=example)
         return runners[key]
 
-    def build(backend: str, parallel: bool, skin_backend: str | None = None) -> Analyzer:
+    def build(backend: str, parallel: bool, *, check_skin: bool = True) -> Analyzer:
         model_threads = max(1, threads // 2) if parallel else threads
         segmenter = LesionSegmenter(unet, runner(unet, backend, model_threads), size=settings.seg_size,
                                     threshold=settings.seg_threshold)
         grader = SeverityGrader(classifier, runner(classifier, backend, model_threads))
         # The skin check runs alone, before the models, on every thread.
-        skin_check = SkinCheck(skin_model, runner(skin_model, skin_backend or backend, threads))
+        skin_check = SkinCheck(skin_model, runner(skin_model, backend, threads)) if check_skin else None
         return Analyzer(segmenter, grader, regions, skin_check, max_pixels=settings.max_pixels, threads=threads,
                         parallel=parallel)
 
     probe = load_image(PROBE_PHOTO) if PROBE_PHOTO.is_file() else None
 
     def measure(backend: str, parallel: bool):
-        analyzer = build(backend, parallel, skin_backend="torch")   # the timing covers the two models only
+        analyzer = build(backend, parallel, check_skin=False)   # the timing covers the two models only
         segmentation, (graded, _), model_ms = analyzer.run_models(probe)   # the probe photo is a close-up
         analyzer.close()
         scores = class_scores(graded.level_scores)

@@ -30,10 +30,19 @@ def run_acne(env, *args, timeout=300):
                           capture_output=True, text=True, timeout=timeout)
 
 
+def as_in_a_terminal() -> None:
+    """In the child before exec: Ctrl-C as a terminal's foreground job has it (default action, not blocked).
+    A child inherits ignored signals and the signal mask, and Python keeps an inherited SIG_IGN: when
+    something in this test process has left SIGINT ignored, the run would never see the Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def start_acne(env, *args, log: Path):
     # A session of its own: signals can go to the whole group, as a terminal's Ctrl-C does.
     return subprocess.Popen([sys.executable, "-m", "acne", *map(str, args)], cwd=PROJECT_DIR, env=env,
-                            stdout=subprocess.DEVNULL, stderr=open(log, "w"), start_new_session=True)
+                            stdout=subprocess.DEVNULL, stderr=open(log, "w"), start_new_session=True,
+                            preexec_fn=as_in_a_terminal)
 
 
 def read_jsonl(path: Path) -> list[dict]:

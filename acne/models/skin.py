@@ -145,7 +145,16 @@ def load_skin_check(folder: str | os.PathLike) -> SkinCheckModel:
                                       f"the files may be damaged. {FIX}") from exc
         return net.float().eval()
 
+    try:   # a damaged head is found at start-up; the backbone is read only when a runner needs it
+        from safetensors import safe_open
+
+        with safe_open(str(head_path), "pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        if set(shapes) != {"head.weight", "head.bias"} or shapes["head.weight"][0] != len(LABELS):
+            raise ValueError(f"unexpected tensors {shapes}")
+    except Exception as exc:  # noqa: BLE001 - any failure to read it is one clear message
+        raise WeightsCorruptError(f"Skin check weights in {head_path} could not be read ({type(exc).__name__}); "
+                                  f"the file may be damaged. {FIX}") from None
     module = Lazy(build)
-    module.get()   # a damaged file is found at start-up, not at the first photo
     return SkinCheckModel(name=str(folder), input_size=size, threshold=threshold, module=module,
                           weights_key=Lazy(lambda: fingerprint(head_path, key)))
