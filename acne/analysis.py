@@ -130,14 +130,24 @@ class Analyzer:
         t1 = time.perf_counter()
         region = self.regions.find(rgb)
         t2 = time.perf_counter()
-        if region.found and self.skin_check is not None and not self.skin_check.is_skin(region.crop(rgb)):
-            region = Region((0, 0, int(rgb.shape[1]), int(rgb.shape[0])), "none")   # skin's colours, not skin
-        t3 = time.perf_counter()
         if not region.found:
-            return self._not_assessed(rgb, region, {"decode": _ms(t0, t1), "region": _ms(t1, t2),
-                                                    "skin_check": _ms(t2, t3)})
+            return self._not_assessed(rgb, region, {"decode": _ms(t0, t1), "region": _ms(t1, t2), "skin_check": 0.0})
         crop = region.crop(rgb)
-        segmentation, (graded, density), model_ms = self.run_models(crop)
+        if self._pool is not None and self.skin_check is not None:
+            # Side by side: the check runs first on one thread, then the segmenter there, while the grader
+            # runs on the other (the longer model: the check costs little wall time). A region that is not
+            # skin then throws both models' answers away.
+            checking = self._pool.submit(self._check, crop)
+            segmentation, (graded, density), model_ms = self.run_models(crop)
+            is_skin, check_ms = checking.result()
+        else:   # one after the other: the check first, and no model runs on what is not skin
+            is_skin, check_ms = self._check(crop)
+            if is_skin:
+                segmentation, (graded, density), model_ms = self.run_models(crop)
+        if not is_skin:   # skin's colours, but not skin (fur, coffee, a spacesuit)
+            region = Region((0, 0, int(rgb.shape[1]), int(rgb.shape[0])), "none")
+            return self._not_assessed(rgb, region, {"decode": _ms(t0, t1), "region": _ms(t1, t2),
+                                                    "skin_check": check_ms})
         warnings = quality_warnings(crop)
         lesions, mask, probability = to_photo(segmentation, region, rgb.shape)
         severity_scores = class_scores(graded.level_scores)
@@ -159,7 +169,7 @@ class Analyzer:
         report.timings_ms = {
             "decode": _ms(t0, t1),
             "region": _ms(t1, t2),
-            "skin_check": _ms(t2, t3),
+            "skin_check": check_ms,           # side by side, it overlaps `models` (it ran before the segmenter)
             "segment": model_ms["segment"],   # per model; side by side, segment and grade overlap in `models`
             "postprocess": round(segmentation.timings_ms.get("postprocess", 0.0), 1),  # part of segment
             "grade": model_ms["grade"],
@@ -188,9 +198,10 @@ class Analyzer:
         if self._pool is None:
             segmentation, segment_ms = self._segment(crop)
             graded, grade_ms = self._grade(crop)
-        else:  # side by side; both read the crop, neither writes it
-            segmenting = self._pool.submit(self._segment, crop)
+        else:  # side by side; both read the crop, neither writes it. The grader (the longer) goes first: a
+            # skin check already queued then runs before the segmenter, on the same thread.
             grading = self._pool.submit(self._grade, crop)
+            segmenting = self._pool.submit(self._segment, crop)
             segmentation, segment_ms = segmenting.result()
             graded, grade_ms = grading.result()
         return segmentation, graded, {"segment": segment_ms, "grade": grade_ms,
@@ -206,6 +217,13 @@ class Analyzer:
         start = time.perf_counter()
         segmentation = self.segmenter.predict(crop)
         return segmentation, _ms(start, time.perf_counter())
+
+    def _check(self, crop: np.ndarray) -> tuple[bool, float]:
+        if self.skin_check is None:
+            return True, 0.0
+        start = time.perf_counter()
+        is_skin = self.skin_check.is_skin(crop)
+        return is_skin, _ms(start, time.perf_counter())
 
     def _grade(self, crop: np.ndarray) -> tuple[tuple[GraderResult, np.ndarray | None], float]:
         start = time.perf_counter()

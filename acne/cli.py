@@ -189,15 +189,21 @@ def _human(record: dict) -> str:
 
 def timing_words(t: dict) -> str:
     """The record's `timings_ms` in words whose parts add up to the total. The models' part is wall time;
-    when the two models ran side by side their own times overlap and are said to (they do not add up)."""
+    when the two models ran side by side their own times overlap and are said to (they do not add up), and
+    so does the skin check when it ran beside them."""
     models = t.get("models", t["segment"] + t["grade"])
-    check = t.get("skin_check", 0.0)
-    rest = max(0.0, t["total"] - t["decode"] - t.get("region", 0.0) - check - models)
+    check, region = t.get("skin_check", 0.0), t.get("region", 0.0)
+    beside = check > 0 and t["decode"] + region + check + models > t["total"] + 1.0   # it overlapped the models
+    rest = max(0.0, t["total"] - t["decode"] - region - (0.0 if beside else check) - models)
     if t["segment"] + t["grade"] <= models + 1.0:   # one after the other (1 ms: rounding)
         split = f"segment {t['segment']:.0f} + grade {t['grade']:.0f}"
     else:
         split = f"segment {t['segment']:.0f} and grade {t['grade']:.0f} side by side"
-    return (f"{t['total']:.0f} ms = decode {t['decode']:.0f} + region {t.get('region', 0):.0f} + skin check "
+    if beside:
+        return (f"{t['total']:.0f} ms = decode {t['decode']:.0f} + region {region:.0f} + models {models:.0f} wall "
+                f"(skin check {check:.0f}, then segment {t['segment']:.0f}; grade {t['grade']:.0f} beside them) "
+                f"+ report {rest:.0f}")
+    return (f"{t['total']:.0f} ms = decode {t['decode']:.0f} + region {region:.0f} + skin check "
             f"{check:.0f} + models {models:.0f} wall ({split}) + report {rest:.0f}")
 
 

@@ -170,6 +170,9 @@ def test_printed_timings_add_up_and_say_when_the_models_overlapped():
     side_by_side = dict(one_by_one, models=320.0, total=380.0)
     assert timing_words(side_by_side) == ("380 ms = decode 10 + region 20 + skin check 25 + models 320 wall "
                                           "(segment 300 and grade 200 side by side) + report 5")
+    check_beside = dict(one_by_one, models=330.0, total=365.0)   # the check ran before the segmenter, beside the grader
+    assert timing_words(check_beside) == ("365 ms = decode 10 + region 20 + models 330 wall (skin check 25, then "
+                                          "segment 300; grade 200 beside them) + report 5")
     not_assessed = {"decode": 10.0, "region": 20.0, "skin_check": 0.0, "segment": 0.0, "grade": 0.0, "models": 0.0,
                     "total": 31.0}
     assert timing_words(not_assessed).startswith("31 ms = decode 10 + region 20 + skin check 0 + models 0 wall")
