@@ -31,6 +31,9 @@ SUPPORTED = "JPEG, PNG, WebP, HEIC, BMP, TIFF, GIF or AVIF" if HEIF_SUPPORTED el
 # ImageNet normalisation (RGB, 0-1 scale): both embedded models and their training scripts use it.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# The same on the 0-255 scale, for normalising uint8 pixels without rescaling them first.
+IMAGENET_MEAN_255 = np.array(IMAGENET_MEAN, dtype=np.float32) * 255
+IMAGENET_STD_255 = np.array(IMAGENET_STD, dtype=np.float32) * 255
 # File names taken as photos when a folder is searched (`acne analyze`, `acne batch`).
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".avif", ".heic",
                             ".heif"})

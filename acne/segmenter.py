@@ -19,8 +19,6 @@ from .report import Lesion
 
 __all__ = ["LesionSegmenter", "Segmentation"]
 
-_MEAN_255 = np.array(imaging.IMAGENET_MEAN, dtype=np.float32) * 255
-_STD_255 = np.array(imaging.IMAGENET_STD, dtype=np.float32) * 255
 
 
 @dataclass
@@ -78,8 +76,8 @@ class LesionSegmenter:
         if (nh, nw) != (h, w):
             rgb = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
         x = rgb.astype(np.float32)
-        x -= _MEAN_255  # in place: same numbers as (x - mean) / std, no temporaries
-        x /= _STD_255
+        x -= imaging.IMAGENET_MEAN_255  # in place: same numbers as (x - mean) / std, no temporaries
+        x /= imaging.IMAGENET_STD_255
         pad_h, pad_w = (-nh) % PAD_MULTIPLE, (-nw) % PAD_MULTIPLE
         if pad_h or pad_w:
             x = cv2.copyMakeBorder(x, 0, pad_h, 0, pad_w, cv2.BORDER_REFLECT_101)

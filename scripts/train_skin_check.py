@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import torch
 from safetensors.torch import save_file
 
 from acne.acne04 import by_source, load_split, read_rgb
-from acne.models.skin import LABELS, backbone_key, build_skin_net, load_backbone, preprocess
+from acne.models.skin import LABELS, backbone_key, load_backbone, preprocess
 from acne.reframe import make_background, reframe
 from acne.region import RegionFinder
 
@@ -46,7 +47,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(args.seed)
 
-    backbone, hidden = load_backbone(args.backbone)
+    backbone, _ = load_backbone(args.backbone)
     regions = RegionFinder.from_pretrained(args.face_detector)
     embed = Embedder(backbone)
     # Each set's features are cached as it is finished: a rerun (or a run that was stopped) starts from there.
@@ -94,15 +95,12 @@ def main() -> None:
         figures["held_out_samples"] = {n: round(float(v), 3) for n, v in zip(sets["held_out"][1], p)}
     print(json.dumps(figures, indent=1))
 
-    net = build_skin_net(backbone, hidden)
     w, b = torch.tensor(model.coef_[0], dtype=torch.float32), float(model.intercept_[0])
     # Two logits whose softmax is the logistic regression's probability: "skin" = +z/2, "not skin" = -z/2.
     args.out.mkdir(parents=True, exist_ok=True)
     save_file({"head.weight": torch.stack([-w / 2, w / 2]).half().contiguous(),
                "head.bias": torch.tensor([-b / 2, b / 2]).half()}, str(args.out / "model.safetensors"))
-    del net
-    config = {"labels": list(LABELS), "backbone": str(Path("..") / args.backbone.resolve().name)
-              if args.backbone.resolve().parent == args.out.resolve().parent else str(args.backbone.resolve()),
+    config = {"labels": list(LABELS), "backbone": os.path.relpath(args.backbone.resolve(), args.out.resolve()),
               "backbone_key": backbone_key(args.backbone), "input_size": INPUT_SIZE, "threshold": args.threshold,
               "metrics": figures,
               "training": {"command": "python scripts/train_skin_check.py", "seed": args.seed,

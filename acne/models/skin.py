@@ -24,8 +24,6 @@ FIX = ("The skin check ships with the project in weights/skin_check (it reads th
        "`python scripts/train_skin_check.py` (see its model card), or point ACNE_SKIN_CHECK at a copy.")
 LABELS = ("not skin", "skin")
 
-_MEAN_255 = np.array(imaging.IMAGENET_MEAN, dtype=np.float32) * 255
-_STD_255 = np.array(imaging.IMAGENET_STD, dtype=np.float32) * 255
 
 
 @dataclass
@@ -51,7 +49,8 @@ def preprocess(rgb: np.ndarray, size: int):
 
     step = max(1, max(rgb.shape[:2]) // (4 * size))
     small = np.ascontiguousarray(rgb[::step, ::step]) if step > 1 else rgb
-    x = (cv2.resize(small, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32) - _MEAN_255) / _STD_255
+    x = cv2.resize(small, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32)
+    x = (x - imaging.IMAGENET_MEAN_255) / imaging.IMAGENET_STD_255
     return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]
 
 
