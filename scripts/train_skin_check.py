@@ -3,7 +3,8 @@
 Skin: ACNE04 train photos, each source once more re-framed as a phone photo and cut to the region the
 product would analyse, and once as a tighter crop. Not skin: every image under --negatives (see
 scripts/fetch_skin_negatives.sh), each whole, as the region the product would cut out of it and as a
-random crop, and synthetic walls and rooms. Reported: the catch rate on each negative folder with that
+random crop, and synthetic walls and rooms. Both also under other light (exposure, white balance,
+washed-out colour): each skin source whole and as a close crop, each negative whole. Reported: the catch rate on each negative folder with that
 folder left out, valid close-ups and re-framed valid photos wrongly rejected, and, when scikit-image and
 scikit-learn are installed, their sample photos (never trained on) caught.
 
@@ -16,6 +17,7 @@ import argparse
 import json
 import os
 import time
+import zlib
 from pathlib import Path
 
 import cv2
@@ -41,8 +43,11 @@ def main() -> None:
     parser.add_argument("--face-detector", type=Path, default=Path("weights/face_detector"))
     parser.add_argument("--out", type=Path, default=Path("weights/skin_check"))
     parser.add_argument("--features", type=Path, default=Path("runs/skin_check/features"),
-                        help="folder caching the computed features, one file per set (reused when present)")
+                        help="folder caching the computed features, per backbone fingerprint and set "
+                             "(reused when present)")
     parser.add_argument("--threshold", type=float, default=0.5, help="P(skin) below this: not skin")
+    parser.add_argument("--C", type=float, default=0.1, help="inverse L2 strength of the logistic regression "
+                        "(chosen on skin rejected in a grouped CV and negatives caught with their folder left out)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.manual_seed(args.seed)
@@ -55,10 +60,15 @@ def main() -> None:
     sets = {}
     makers = {"skin": lambda: skin_photos(regions, rng),
               "negatives": lambda: negative_images(args.negatives, args.per_folder, regions, rng),
+              "skin_lit": lambda: lit_skin_photos(np.random.default_rng(args.seed + 1)),
+              "negatives_lit": lambda: lit_negative_images(args.negatives, args.per_folder,
+                                                           np.random.default_rng(args.seed + 2)),
               "valid": lambda: valid_photos(regions), "held_out": lambda: held_out_negatives(regions)}
-    args.features.mkdir(parents=True, exist_ok=True)
+    # Keyed by the backbone's fingerprint: features of a grader that has since been retrained are never reused.
+    cache_dir = args.features / backbone_key(args.backbone)
+    cache_dir.mkdir(parents=True, exist_ok=True)
     for name, make in makers.items():
-        cache = args.features / f"{name}.npz"
+        cache = cache_dir / f"{name}.npz"
         if cache.is_file():
             stored = np.load(cache, allow_pickle=False)
             sets[name] = (stored["x"], stored["names"])
@@ -73,18 +83,31 @@ def main() -> None:
     from sklearn.linear_model import LogisticRegression
 
     def fit(x_pos, x_neg):
-        return LogisticRegression(C=1.0, class_weight="balanced", max_iter=5000).fit(
+        return LogisticRegression(C=args.C, class_weight="balanced", max_iter=5000).fit(
             np.concatenate([x_pos, x_neg]), np.r_[np.ones(len(x_pos)), np.zeros(len(x_neg))])
 
-    pos, (neg, neg_names) = sets["skin"][0], sets["negatives"]
+    # Both classes also under other light (exposure, white balance, washed-out colour): pale or grey skin is
+    # skin, and an odd colour cast alone must not make something skin.
+    pos = np.concatenate([sets["skin"][0], sets["skin_lit"][0]])
+    neg = np.concatenate([sets["negatives"][0], sets["negatives_lit"][0]])
+    neg_names = np.concatenate([sets["negatives"][1], sets["negatives_lit"][1]])
     folders = np.array([n.split("/")[0] for n in neg_names])
     left_out = {}
     for folder in sorted(set(folders)):
         model = fit(pos, neg[folders != folder])
         left_out[folder] = float(np.mean(model.predict_proba(neg[folders == folder])[:, 1] < args.threshold))
+    # Skin wrongly rejected: a 5-fold CV grouped by ACNE04 source (a photo's crops all in one fold).
+    names = np.concatenate([sets["skin"][1], sets["skin_lit"][1]])
+    fold = np.array([zlib.crc32(n.split("/")[-1].split("_jpg")[0].encode()) % 5 for n in names])
+    lit = np.array([n.startswith("lit") for n in names])
+    missed = np.zeros(len(pos), bool)
+    for f in range(5):
+        missed[fold == f] = fit(pos[fold != f], neg).predict_proba(pos[fold == f])[:, 1] < args.threshold
     model = fit(pos, neg)
     figures = {"threshold": args.threshold, "train_skin_crops": int(len(pos)), "train_negative_crops": int(len(neg)),
-               "negatives_caught_folder_left_out": left_out}
+               "negatives_caught_folder_left_out": left_out,
+               "skin_rejected_grouped_cv": f"{int(missed[~lit].sum())}/{int((~lit).sum())}",
+               "relit_skin_rejected_grouped_cv": f"{int(missed[lit].sum())}/{int(lit.sum())}"}
     valid_x, valid_n = sets["valid"]
     rejected = model.predict_proba(valid_x)[:, 1] < args.threshold
     closeup = np.array([n.startswith("closeup/") for n in valid_n])
@@ -104,7 +127,7 @@ def main() -> None:
               "backbone_key": backbone_key(args.backbone), "input_size": INPUT_SIZE, "threshold": args.threshold,
               "metrics": figures,
               "training": {"command": "python scripts/train_skin_check.py", "seed": args.seed,
-                           "per_folder": args.per_folder}}
+                           "per_folder": args.per_folder, "C": args.C}}
     (args.out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     print(f"wrote {args.out}")
 
@@ -156,6 +179,37 @@ def skin_photos(regions: RegionFinder, rng):
         if region.found:
             yield f"reframed/{group[0].path.name}", region.crop(photo)
         yield f"crop/{group[0].path.name}", random_crop(rgb, rng, 0.6, 1.0)
+
+
+def relight(rgb: np.ndarray, rng) -> np.ndarray:
+    """The photo under other light: exposure and gamma, white balance, and colour washed out towards grey."""
+    x = rgb.astype(np.float32) / 255
+    x = np.clip(x * rng.uniform(0.6, 1.6), 0, 1) ** rng.uniform(0.7, 1.4)
+    x = x * rng.uniform(0.85, 1.15, 3)
+    grey = x.mean(axis=2, keepdims=True)
+    x = grey + (x - grey) * rng.uniform(0.3, 1.0)
+    return np.clip(x * 255 + 0.5, 0, 255).astype(np.uint8)
+
+
+def lit_skin_photos(rng):
+    """Each ACNE04 train source under other light: whole, and as a tighter crop (a cheek, a jaw)."""
+    for source, group in sorted(by_source(load_split("train")).items()):
+        record = sorted(group, key=lambda r: r.path.name)[-1]
+        rgb = read_rgb(record.path)
+        yield f"lit/{record.path.name}", relight(rgb, rng)
+        yield f"lit_crop/{record.path.name}", relight(random_crop(rgb, rng, 0.35, 0.7), rng)
+
+
+def lit_negative_images(root: Path, per_folder: int, rng):
+    """Each negative image whole under other light (names '<subfolder>/<file>:lit')."""
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if len(files) > per_folder:
+            files = [files[i] for i in sorted(rng.choice(len(files), per_folder, replace=False))]
+        for path in files:
+            rgb, _ = read_image(path, rng)
+            if rgb is not None:
+                yield f"{folder.name}/{path.name}:lit", relight(rgb, rng)
 
 
 def read_image(path: Path, rng) -> tuple[np.ndarray | None, np.ndarray | None]:

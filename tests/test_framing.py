@@ -175,6 +175,21 @@ def test_valid_close_ups_and_their_reframed_copies_pass_the_skin_check(shipped):
         assert shipped.skin_check.is_skin(region.crop(photo)), region
 
 
+def test_pale_washed_out_skin_is_still_skin(shipped):
+    """A cheek in harsh light, its colour washed out towards grey (as a phone's flash or a window does),
+    is skin: the check must not turn such photos away. The head trained without light changes rejected
+    the severe example's cheek so (P 0.02)."""
+    from acne.imaging import load_image
+
+    for path in sorted((ROOT / "images" / "examples").glob("*.jpg")):
+        rgb = load_image(path)
+        h, w = rgb.shape[:2]
+        x = np.clip(rgb[h // 4:3 * h // 4, w // 4:3 * w // 4].astype(np.float32) / 255 * 1.6, 0, 1) ** 0.7
+        grey = x.mean(axis=2, keepdims=True)
+        pale = np.clip((grey + (x - grey) * 0.3) * 255 + 0.5, 0, 255).astype(np.uint8)
+        assert shipped.skin_check.is_skin(pale), (path.name, shipped.skin_check.probability(pale))
+
+
 def test_missing_or_mismatched_skin_check_weights_say_what_to_do(tmp_path, tiny_count_grader_dir):
     from conftest import save_skin_check
 
