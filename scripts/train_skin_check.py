@@ -200,16 +200,25 @@ def lit_skin_photos(rng):
         yield f"lit_crop/{record.path.name}", relight(random_crop(rgb, rng, 0.35, 0.7), rng)
 
 
-def lit_negative_images(root: Path, per_folder: int, rng):
-    """Each negative image whole under other light (names '<subfolder>/<file>:lit')."""
+def sampled_files(root: Path, per_folder: int, rng):
+    """(subfolder, image file) for at most `per_folder` files drawn from each subfolder of `root`, in order.
+    Lazy, so the random draws interleave with the caller's exactly as they did when each caller looped."""
+    if not root.is_dir():
+        raise SystemExit(f"no negatives in {root}: run `sh scripts/fetch_skin_negatives.sh {root}` first")
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         if len(files) > per_folder:
             files = [files[i] for i in sorted(rng.choice(len(files), per_folder, replace=False))]
         for path in files:
-            rgb, _ = read_image(path, rng)
-            if rgb is not None:
-                yield f"{folder.name}/{path.name}:lit", relight(rgb, rng)
+            yield folder, path
+
+
+def lit_negative_images(root: Path, per_folder: int, rng):
+    """Each negative image whole under other light (names '<subfolder>/<file>:lit')."""
+    for folder, path in sampled_files(root, per_folder, rng):
+        rgb, _ = read_image(path, rng)
+        if rgb is not None:
+            yield f"{folder.name}/{path.name}:lit", relight(rgb, rng)
 
 
 def read_image(path: Path, rng) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -241,24 +250,18 @@ def read_image(path: Path, rng) -> tuple[np.ndarray | None, np.ndarray | None]:
 def negative_images(root: Path, per_folder: int, regions: RegionFinder, rng):
     """Each image whole, as the region the product would analyse, as a random crop and (cut-outs) close up
     inside the object; then synthetic walls and rooms. Names are '<subfolder>/<file>:<view>'."""
-    if not root.is_dir():
-        raise SystemExit(f"no negatives in {root}: run `sh scripts/fetch_skin_negatives.sh {root}` first")
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-        if len(files) > per_folder:
-            files = [files[i] for i in sorted(rng.choice(len(files), per_folder, replace=False))]
-        for path in files:
-            rgb, close = read_image(path, rng)
-            if rgb is None:
-                continue
-            name = f"{folder.name}/{path.name}"
-            yield f"{name}:whole", rgb
-            if close is not None:
-                yield f"{name}:close", close
-            region = regions.find(rgb)
-            if region.found and region.found_by != "whole":
-                yield f"{name}:region", region.crop(rgb)
-            yield f"{name}:crop", random_crop(rgb, rng, 0.4, 0.9)
+    for folder, path in sampled_files(root, per_folder, rng):
+        rgb, close = read_image(path, rng)
+        if rgb is None:
+            continue
+        name = f"{folder.name}/{path.name}"
+        yield f"{name}:whole", rgb
+        if close is not None:
+            yield f"{name}:close", close
+        region = regions.find(rgb)
+        if region.found and region.found_by != "whole":
+            yield f"{name}:region", region.crop(rgb)
+        yield f"{name}:crop", random_crop(rgb, rng, 0.4, 0.9)
     for i in range(120):
         kind = ("plain", "textured", "room")[i % 3]
         width, height = ((756, 1008), (1008, 756), (768, 768))[i % 3]
