@@ -1,7 +1,10 @@
 """One photo in, one Report out.
 
-    photo -> region (face, skin patch or the whole close-up; none: no grade) -> skin check on the region
-    (not skin: no grade) -> segmenter and grader on the region -> lesions on skin, back in photo pixels -> Report
+    photo -> region (face, skin patch or the whole close-up) -> skin check on the region -> segmenter and
+    grader on the region -> lesions on skin, back in photo pixels -> Report
+
+    No skin colour, or a patch that is not skin: the whole photo, if the check is sure it is a skin close-up
+    (grey or tinted light; graded, marked unreliable), else no grade.
 
 load_analyzer builds the models once and turns them into runners (acne.fastpath); Analyzer.run only runs them.
 """
@@ -25,7 +28,7 @@ from .grader import SeverityGrader, fixed_input_example
 from .imaging import ImageSource, load_image, quality_warnings
 from .lesions import render_overlay, to_photo
 from .models import cards, load_classifier, load_unet
-from .region import Region, RegionFinder, region_warnings
+from .region import COLOURLESS_WARNING, Region, RegionFinder, region_warnings
 from .report import GRADED, NOT_ASSESSED, UNRELIABLE, GraderResult, Report
 from .segmenter import LesionSegmenter, Segmentation
 from .models.skin import load_skin_check as load_skin_model
@@ -130,24 +133,26 @@ class Analyzer:
         t1 = time.perf_counter()
         region = self.regions.find(rgb)
         t2 = time.perf_counter()
-        if not region.found:
-            return self._not_assessed(rgb, region, {"decode": _ms(t0, t1), "region": _ms(t1, t2), "skin_check": 0.0})
-        crop = region.crop(rgb)
-        if self._pool is not None and self.skin_check is not None:
-            # Side by side: the check runs first on one thread, then the segmenter there, while the grader
-            # runs on the other (the longer model: the check costs little wall time). A region that is not
-            # skin then throws both models' answers away.
-            checking = self._pool.submit(self._check, crop)
-            segmentation, (graded, density), model_ms = self.run_models(crop)
-            is_skin, check_ms = checking.result()
-        else:   # one after the other: the check first, and no model runs on what is not skin
-            is_skin, check_ms = self._check(crop)
-            if is_skin:
-                segmentation, (graded, density), model_ms = self.run_models(crop)
-        if not is_skin:   # skin's colours, but not skin (fur, coffee, a spacesuit)
+        is_skin, check_ms = False, 0.0
+        if region.found:
+            crop = region.crop(rgb)
+            is_skin, check_ms, models = self._check_then_models(crop)
+        colourless = False
+        if not is_skin and region.found_by in ("none", "skin") and self.skin_check is not None:
+            # Colour found no skin, or only a patch that is not skin: a close-up in grey, dim or tinted light
+            # shows little skin colour. The whole photo is then analysed if the check, at its stricter
+            # close-up bar, is sure it is skin (one more check on the photo; models only if it passes).
+            start = time.perf_counter()
+            colourless = self.skin_check.is_closeup(rgb)
+            check_ms = round(check_ms + _ms(start, time.perf_counter()), 1)
+            if colourless:
+                region, crop, is_skin = Region((0, 0, int(rgb.shape[1]), int(rgb.shape[0])), "whole"), rgb, True
+                models = self.run_models(crop)
+        if not is_skin:   # no skin, or skin's colours but not skin (fur, coffee, a spacesuit)
             region = Region((0, 0, int(rgb.shape[1]), int(rgb.shape[0])), "none")
             return self._not_assessed(rgb, region, {"decode": _ms(t0, t1), "region": _ms(t1, t2),
                                                     "skin_check": check_ms})
+        segmentation, (graded, density), model_ms = models
         warnings = quality_warnings(crop)
         lesions, mask, probability = to_photo(segmentation, region, rgb.shape)
         severity_scores = class_scores(graded.level_scores)
@@ -161,9 +166,9 @@ class Analyzer:
             lesions=lesions,
             count_grade=count_grade(len(lesions)),
             region=region.to_dict(),
-            assessment=UNRELIABLE if region.too_small else GRADED,
+            assessment=UNRELIABLE if region.too_small or colourless else GRADED,
             recommendations=recommendations(severity),
-            quality_warnings=region_warnings(region) + warnings,
+            quality_warnings=region_warnings(region) + ([COLOURLESS_WARNING] if colourless else []) + warnings,
         )
         t4 = time.perf_counter()
         report.timings_ms = {
@@ -217,6 +222,19 @@ class Analyzer:
         start = time.perf_counter()
         segmentation = self.segmenter.predict(crop)
         return segmentation, _ms(start, time.perf_counter())
+
+    def _check_then_models(self, crop: np.ndarray):
+        """The skin check and, if the crop is skin, both models: (is_skin, check ms, run_models' answer or None)."""
+        if self._pool is not None and self.skin_check is not None:
+            # Side by side: the check runs first on one thread, then the segmenter there, while the grader
+            # runs on the other (the longer model: the check costs little wall time). A region that is not
+            # skin then throws both models' answers away.
+            checking = self._pool.submit(self._check, crop)
+            models = self.run_models(crop)
+            is_skin, check_ms = checking.result()
+            return is_skin, check_ms, models if is_skin else None
+        is_skin, check_ms = self._check(crop)   # one after the other: no model runs on what is not skin
+        return is_skin, check_ms, self.run_models(crop) if is_skin else None
 
     def _check(self, crop: np.ndarray) -> tuple[bool, float]:
         if self.skin_check is None:

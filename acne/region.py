@@ -221,6 +221,12 @@ NOT_ASSESSED_MESSAGE = (
     "the frame.")
 
 
+COLOURLESS_WARNING = (
+    "Little skin colour could be made out in this photo (grey, dim or tinted light), so the whole photo was "
+    "analysed as a close-up of the skin and this grade is marked unreliable. If the face fills only part of "
+    "the photo, the grade may be off: please retake it closer, in daylight.")
+
+
 def region_warnings(region: Region) -> list[str]:
     """Plain-English warnings about the region: empty when it is fit to grade."""
     if not region.found:

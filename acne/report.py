@@ -27,7 +27,8 @@ class GraderResult:
 
 # Report.assessment: how far the verdict can be trusted.
 GRADED = "graded"              # a face or skin at a scale the models know
-UNRELIABLE = "unreliable"      # graded, but the face is too small in the photo for lesions to be seen
+UNRELIABLE = "unreliable"      # graded, but the face is too small for lesions to be seen, or no skin colour
+                               # could be read and the whole photo was taken for a close-up (see the warning)
 NOT_ASSESSED = "not_assessed"  # no face and no skin: no severity, no advice
 
 

@@ -7,6 +7,7 @@ no grade, as a photo without skin gets none.
 
     check = load_skin_check("weights/skin_check")
     check.is_skin(crop)          # True / False
+    check.is_closeup(photo)      # a whole photo that is a skin close-up beyond doubt (a stricter bar)
 """
 from __future__ import annotations
 
@@ -42,6 +43,12 @@ class SkinCheck:
     def is_skin(self, rgb: np.ndarray) -> bool:
         """Is the crop skin the models can grade (P(skin) at or above the threshold)?"""
         return self.probability(rgb) >= self.threshold
+
+    def is_closeup(self, rgb: np.ndarray) -> bool:
+        """Is a whole photo a skin close-up beyond doubt (P(skin) at or above the stricter close-up
+        threshold)? Asked only when colour found no skin to analyse; False when the check has no such bar."""
+        bar = self.built.closeup_threshold
+        return bar is not None and self.probability(rgb) >= bar
 
 
 def load_skin_check(folder, *, backend: str = "torch", threads: int | None = None, cache_dir=None) -> SkinCheck:

@@ -46,6 +46,10 @@ def main() -> None:
                         help="folder caching the computed features, per backbone fingerprint and set "
                              "(reused when present)")
     parser.add_argument("--threshold", type=float, default=0.5, help="P(skin) below this: not skin")
+    parser.add_argument("--closeup-threshold", type=float, default=0.8,
+                        help="whole photo's P(skin) at or above which a photo in which colour found no skin is "
+                             "analysed as a close-up (chosen on train close-ups in the grouped CV and negatives "
+                             "with their folder left out; default 0.8)")
     parser.add_argument("--C", type=float, default=0.1, help="inverse L2 strength of the logistic regression "
                         "(chosen on skin rejected in a grouped CV and negatives caught with their folder left out)")
     parser.add_argument("--seed", type=int, default=0)
@@ -92,22 +96,39 @@ def main() -> None:
     neg = np.concatenate([sets["negatives"][0], sets["negatives_lit"][0]])
     neg_names = np.concatenate([sets["negatives"][1], sets["negatives_lit"][1]])
     folders = np.array([n.split("/")[0] for n in neg_names])
-    left_out = {}
+    left_out, p_neg = {}, np.zeros(len(neg))
     for folder in sorted(set(folders)):
-        model = fit(pos, neg[folders != folder])
-        left_out[folder] = float(np.mean(model.predict_proba(neg[folders == folder])[:, 1] < args.threshold))
+        p_neg[folders == folder] = fit(pos, neg[folders != folder]).predict_proba(neg[folders == folder])[:, 1]
+        left_out[folder] = float(np.mean(p_neg[folders == folder] < args.threshold))
     # Skin wrongly rejected: a 5-fold CV grouped by ACNE04 source (a photo's crops all in one fold).
     names = np.concatenate([sets["skin"][1], sets["skin_lit"][1]])
     fold = np.array([zlib.crc32(n.split("/")[-1].split("_jpg")[0].encode()) % 5 for n in names])
     lit = np.array([n.startswith("lit") for n in names])
-    missed = np.zeros(len(pos), bool)
+    p_pos = np.zeros(len(pos))
     for f in range(5):
-        missed[fold == f] = fit(pos[fold != f], neg).predict_proba(pos[fold == f])[:, 1] < args.threshold
+        p_pos[fold == f] = fit(pos[fold != f], neg).predict_proba(pos[fold == f])[:, 1]
+    missed = p_pos < args.threshold
+    # The close-up bar, on whole photos only: train close-ups (as shot and relit) it would turn away, and
+    # whole negatives it would let through.
+    kind = np.array([n.split("/")[0] for n in names])
+    whole_neg = np.array([n.endswith((":whole", ":lit")) for n in neg_names])
+    below = {k: f"{int((p_pos[kind == k] < args.closeup_threshold).sum())}/{int((kind == k).sum())}"
+             for k in ("train", "lit")}
+    # The case the bar is for: a negative whose colour region the check rejects, then asked about whole.
+    p_view = {name: p for name, p in zip(neg_names, p_neg)}
+    asked = [n[:-len(":region")] for n in neg_names if n.endswith(":region") and p_view[n] < args.threshold]
+    let_through = sum(p_view[f"{n}:whole"] >= args.closeup_threshold for n in asked)
     model = fit(pos, neg)
     figures = {"threshold": args.threshold, "train_skin_crops": int(len(pos)), "train_negative_crops": int(len(neg)),
                "negatives_caught_folder_left_out": left_out,
                "skin_rejected_grouped_cv": f"{int(missed[~lit].sum())}/{int((~lit).sum())}",
-               "relit_skin_rejected_grouped_cv": f"{int(missed[lit].sum())}/{int(lit.sum())}"}
+               "relit_skin_rejected_grouped_cv": f"{int(missed[lit].sum())}/{int(lit.sum())}",
+               "closeup_threshold": args.closeup_threshold,
+               "train_closeups_below_closeup_threshold_grouped_cv": below["train"],
+               "relit_train_closeups_below_closeup_threshold_grouped_cv": below["lit"],
+               "negatives_region_rejected_whole_at_closeup_threshold_folder_left_out": f"{let_through}/{len(asked)}",
+               "whole_negatives_at_closeup_threshold_folder_left_out":
+                   f"{int((p_neg[whole_neg] >= args.closeup_threshold).sum())}/{int(whole_neg.sum())}"}
     valid_x, valid_n = sets["valid"]
     rejected = model.predict_proba(valid_x)[:, 1] < args.threshold
     closeup = np.array([n.startswith("closeup/") for n in valid_n])
@@ -125,6 +146,7 @@ def main() -> None:
                "head.bias": torch.tensor([-b / 2, b / 2]).half()}, str(args.out / "model.safetensors"))
     config = {"labels": list(LABELS), "backbone": os.path.relpath(args.backbone.resolve(), args.out.resolve()),
               "backbone_key": backbone_key(args.backbone), "input_size": INPUT_SIZE, "threshold": args.threshold,
+              "closeup_threshold": args.closeup_threshold,
               "metrics": figures,
               "training": {"command": "python scripts/train_skin_check.py", "seed": args.seed,
                            "per_folder": args.per_folder, "C": args.C}}

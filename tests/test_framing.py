@@ -141,6 +141,41 @@ def test_a_photo_with_no_person_gets_no_verdict(shipped):
     assert report.to_dict()["severity"] is None and not analysis.mask.any()
 
 
+@pytest.mark.parametrize("name", ["brick", "gravel", "hubble_deep_field", "camera"])
+def test_photos_without_skin_colour_are_checked_whole_and_get_no_verdict(shipped, name):
+    """No skin colour sends the whole photo to the skin check's stricter close-up bar (grey light hides
+    skin's colour); a texture, the night sky or a black-and-white photo of a man with a camera fails it."""
+    image = getattr(data, name)()
+    rgb = np.ascontiguousarray(np.repeat(image[:, :, None], 3, 2) if image.ndim == 2 else image[:, :, :3])
+    report = shipped.analyze(rgb.astype(np.uint8))
+    assert report.severity is None and report.assessment == "not_assessed" and report.lesions == []
+    assert report.timings_ms["skin_check"] > 0 and report.timings_ms["segment"] == 0.0
+
+
+def test_a_close_up_in_grey_light_is_graded_whole_and_marked_unreliable(shipped):
+    """A close-up whose colour is gone (grey, dim or tinted light) shows the colour finder no skin; the
+    skin check still knows it, so it is graded, whole, with a warning, never silently."""
+    from acne.imaging import load_image
+
+    for path in sorted((ROOT / "images" / "examples").glob("*.jpg")):
+        rgb = load_image(path)
+        grey = np.repeat(rgb.mean(axis=2, keepdims=True), 3, axis=2).round().astype(np.uint8)
+        assert shipped.regions.find(grey).found_by == "none"   # colour alone would have refused it
+        report = shipped.analyze(grey)
+        assert report.severity is not None and report.recommendations, path.name
+        assert report.region["found_by"] == "whole" and report.assessment == "unreliable", path.name
+        assert any("little skin colour" in w.lower() for w in report.quality_warnings), report.quality_warnings
+        if "grade3" in path.name:   # the grader reads texture too: grey, severe acne is not called mild
+            assert report.severity in ("Moderate", "Severe"), report.severity_scores
+    # The page and the chat say it is unreliable, and why.
+    from acne.chat.prompt import build_system_prompt
+    from acne.web.text import quality_markdown, summary_markdown
+
+    assert "Unreliable" in summary_markdown(report) and "little skin colour" in quality_markdown(report).lower()
+    prompt = build_system_prompt(report)
+    assert "UNRELIABLE" in prompt and "little skin colour" in prompt.lower()
+
+
 def centre(rgb: np.ndarray) -> np.ndarray:
     h, w = rgb.shape[:2]
     return np.ascontiguousarray(rgb[h // 4:3 * h // 4, w // 4:3 * w // 4, :3])

@@ -109,7 +109,8 @@ def _report_section(report: Report | None) -> str:
              "to the question, and then with these numbers:"]
     lines += [f"- {fact}" for fact in analysis_facts(report)]
     if getattr(report, "assessment", None) == "unreliable":
-        lines.append("- UNRELIABLE: the face was too small in the photo for spots to be seen; suggest a closer photo.")
+        lines.append("- UNRELIABLE: the photo did not show the skin as the models need it (the photo quality "
+                     "warnings say why); suggest retaking it as they say.")
     scores = ", ".join(f"{name} {p:.0%}" for name, p in (report.severity_scores or {}).items())
     if scores and getattr(report, "severity", None) is not None:
         lines.append(f"- Scores per class: {scores}.")

@@ -2,7 +2,7 @@
 
 A save_pretrained-style folder holds only the head (model.safetensors: head.weight 2 x hidden,
 head.bias 2) and config.json: the backbone folder (relative to this one), the fingerprint of the
-backbone weights the head was trained on, the input size and the threshold. The backbone's 22 M
+backbone weights the head was trained on, the input size and the two thresholds. The backbone's 22 M
 weights are not stored twice; a retrained grader needs a retrained head, and loading says so.
 """
 from __future__ import annotations
@@ -28,12 +28,14 @@ LABELS = ("not skin", "skin")
 
 @dataclass
 class SkinCheckModel:
-    """A loaded skin check: its folder name, input size, threshold on P(skin), the torch module
-    (`module.get()`, fp32, eval: pixel values in, `.logits` over LABELS out) and the fingerprint of
-    its weights (`weights_key.get()`, head and backbone)."""
+    """A loaded skin check: its folder name, input size, threshold on P(skin), the stricter threshold at
+    which a whole photo counts as a skin close-up (None: never), the torch module (`module.get()`, fp32,
+    eval: pixel values in, `.logits` over LABELS out) and the fingerprint of its weights (`weights_key.get()`,
+    head and backbone)."""
     name: str
     input_size: int
     threshold: float
+    closeup_threshold: float | None
     module: Lazy
     weights_key: Lazy
 
@@ -103,7 +105,8 @@ def load_skin_check(folder: str | os.PathLike) -> SkinCheckModel:
     """Load a skin check from its folder.
 
     Args:
-        folder: holds config.json (backbone, backbone_key, input_size, threshold) and model.safetensors (head).
+        folder: holds config.json (backbone, backbone_key, input_size, threshold, optional closeup_threshold)
+            and model.safetensors (head).
     Returns:
         a SkinCheckModel.
     Raises:
@@ -120,6 +123,8 @@ def load_skin_check(folder: str | os.PathLike) -> SkinCheckModel:
         config = json.loads(config_path.read_text())
         backbone_dir = (folder / config["backbone"]).resolve()
         size, threshold = int(config["input_size"]), float(config["threshold"])
+        closeup = config.get("closeup_threshold")
+        closeup = None if closeup is None else float(closeup)
     except (ValueError, KeyError, TypeError) as exc:
         raise WeightsCorruptError(f"Skin check config {config_path} is unreadable ({type(exc).__name__}). {FIX}") from None
     if not (backbone_dir / "model.safetensors").is_file() or not (backbone_dir / "config.json").is_file():
@@ -155,5 +160,6 @@ def load_skin_check(folder: str | os.PathLike) -> SkinCheckModel:
         raise WeightsCorruptError(f"Skin check weights in {head_path} could not be read ({type(exc).__name__}); "
                                   f"the file may be damaged. {FIX}") from None
     module = Lazy(build)
-    return SkinCheckModel(name=str(folder), input_size=size, threshold=threshold, module=module,
+    return SkinCheckModel(name=str(folder), input_size=size, threshold=threshold, closeup_threshold=closeup,
+                          module=module,
                           weights_key=Lazy(lambda: fingerprint(head_path, key)))

@@ -70,8 +70,8 @@ def summary_markdown(report: Report, grader_name: str | None = None) -> str:
         + (" (outlined in blue)" if region in ("face", "skin") else ""),
     ]
     if report.assessment == "unreliable":
-        lines.insert(0, "**⚠️ Unreliable:** the face is too small in this photo for spots to be seen "
-                        "(see the warning below). Retake it closer before trusting this grade.\n")
+        lines.insert(0, "**⚠️ Unreliable:** this photo does not let the grade be trusted as it stands (the "
+                        "warning below says why). Retake it as the warning says before trusting this grade.\n")
     if not report.grades_agree:
         lines.append(
             f"\n**Note:** the estimates disagree. The grader says **{report.severity}**, the lesion count alone "
