@@ -133,6 +133,7 @@ class Analyzer:
         t1 = time.perf_counter()
         region = self.regions.find(rgb)
         t2 = time.perf_counter()
+        whole = (0, 0, int(rgb.shape[1]), int(rgb.shape[0]))
         is_skin, check_ms = False, 0.0
         if region.found:
             crop = region.crop(rgb)
@@ -146,12 +147,11 @@ class Analyzer:
             colourless = self.skin_check.is_closeup(rgb)
             check_ms = round(check_ms + _ms(start, time.perf_counter()), 1)
             if colourless:
-                region, crop, is_skin = Region((0, 0, int(rgb.shape[1]), int(rgb.shape[0])), "whole"), rgb, True
+                region, crop, is_skin = Region(whole, "whole"), rgb, True
                 models = self.run_models(crop)
         if not is_skin:   # no skin, or skin's colours but not skin (fur, coffee, a spacesuit)
-            region = Region((0, 0, int(rgb.shape[1]), int(rgb.shape[0])), "none")
-            return self._not_assessed(rgb, region, {"decode": _ms(t0, t1), "region": _ms(t1, t2),
-                                                    "skin_check": check_ms})
+            return self._not_assessed(rgb, Region(whole, "none"),
+                                      {"decode": _ms(t0, t1), "region": _ms(t1, t2), "skin_check": check_ms})
         segmentation, (graded, density), model_ms = models
         warnings = quality_warnings(crop)
         lesions, mask, probability = to_photo(segmentation, region, rgb.shape)

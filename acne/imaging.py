@@ -252,11 +252,11 @@ BRIGHT_MEAN = 215
 BRIGHT_CLIPPED = 0.35     # fraction of pixels at >= 250
 BLUR_VARIANCE = 20.0      # variance of the Laplacian, grey, long side <= 512: sharp examples 100-370, sigma-1.5 blur < 10
 SMALL_SIDE = 256
-MIN_SKIN_FRACTION = 0.05
 
 
 def quality_warnings(rgb: np.ndarray) -> list[str]:
-    """Cheap checks of what makes a photo hard to analyse; plain-English warnings, empty when fine."""
+    """Cheap checks of what makes a photo hard to analyse (light, blur, size); plain-English warnings, empty
+    when fine. Whether there is skin to analyse is the region step's and the skin check's question."""
     h, w = rgb.shape[:2]
     scale = 512 / max(h, w)
     small = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))),
@@ -275,14 +275,4 @@ def quality_warnings(rgb: np.ndarray) -> list[str]:
     if min(h, w) < SMALL_SIDE:
         warnings_.append(f"The photo is small ({w} x {h} pixels); small spots may be missed. "
                          "A closer or larger photo works better.")
-    if skin_fraction(small) < MIN_SKIN_FRACTION:
-        warnings_.append("Little or no skin was found in the photo. Use a colour photo of the face "
-                         "(or the affected skin), filling most of the frame.")
     return warnings_
-
-
-def skin_fraction(rgb: np.ndarray) -> float:
-    """Fraction of pixels in the classic YCrCb skin-colour box (Chai & Ngan); cheap, not a face detector."""
-    ycrcb = cv2.cvtColor(rgb, cv2.COLOR_RGB2YCrCb)
-    skin = cv2.inRange(ycrcb, (40, 133, 77), (250, 173, 127))
-    return float(np.count_nonzero(skin)) / skin.size
