@@ -363,14 +363,21 @@ def test_inputs_expand_recursively_from_lists_and_once_each(tmp_path):
                      str(tmp_path / "empty")]
 
 
-def test_summary_counts_not_assessed_and_failures():
+def test_summary_counts_not_assessed_failures_and_unreliable_grades():
     from acne.batch.command import summary
+    from acne.batch.sinks import RowState
 
-    rows = {"a": (True, "Mild"), "b": (True, None), "c": (False, None), "d": (True, "Mild"), "e": (True, "Severe")}
+    rows = {"a": RowState(True, "Mild", "graded"), "b": RowState(True, None, "not_assessed"),
+            "c": RowState(False, None, None), "d": RowState(True, "Mild", "unreliable"),
+            "e": RowState(True, "Severe", "graded")}
     text = summary(rows, new=3, already=2, seconds=2.0, out=Path("r.jsonl"))
     assert "5 photo(s)" in text
     assert "Clear 0 · Mild 2 · Moderate 0 · Severe 1 · not assessed 1 · failed 1" in text
+    assert "1 of the graded photo(s) marked unreliable" in text and "see their warnings" in text
     assert "3 analysed in 2.0 s, 1.50 photos/s" in text and "2 already done" in text
+    # Nothing unreliable: no such line.
+    rows["d"] = RowState(True, "Mild", "graded")
+    assert "unreliable" not in summary(rows, new=3, already=2, seconds=2.0, out=Path("r.jsonl"))
 
 
 def test_a_line_cut_off_by_a_crash_is_dropped_before_appending(tmp_path):
@@ -394,7 +401,7 @@ def test_parts_are_consolidated_once_into_jsonl_or_parquet(tmp_path):
     from acne.batch.sinks import Output
 
     rows = [{"file": f"p{i}.jpg", "ok": True, "severity": "Mild", "lesion_count": i,
-             "lesions": [{"box": [0, 0, 2, 2], "center": [1.0, 1.0], "area_px": 4, "score": 0.9}] * i}
+             "assessment": "unreliable" if i == 3 else "graded", "lesions": [{"box": [0, 0, 2, 2], "center": [1.0, 1.0], "area_px": 4, "score": 0.9}] * i}
             for i in range(4)] + [{"file": "bad.jpg", "ok": False, "error": "This file is not an image."}]
     order = {row_key(r["file"]): i for i, r in enumerate(rows)}
     for name in ("out.jsonl", "out.parquet"):
@@ -406,8 +413,11 @@ def test_parts_are_consolidated_once_into_jsonl_or_parquet(tmp_path):
         if name.endswith(".jsonl"):
             output.path.write_text(json.dumps(rows[0]) + "\n")
         assert len(output.read_rows()) == (5 if name.endswith(".jsonl") else 4)
+        assert output.read_rows()[row_key("p3.jpg")].assessment == "unreliable"    # from Ray's part
         output.consolidate(order)
         assert not output.parts.exists()
+        assert {k: r.assessment for k, r in output.read_rows().items()} == {
+            row_key(r["file"]): r.get("assessment") for r in rows[0 if name.endswith(".jsonl") else 1:]}
         if name.endswith(".jsonl"):
             assert sorted(read_jsonl(output.path), key=lambda r: order[row_key(r["file"])]) == rows
         else:

@@ -14,7 +14,7 @@ from pathlib import Path
 from ..records import OutputOptions, quiet_libraries
 from .inputs import Task, assign_stems, expand_inputs, row_key
 from .local import RunResult, default_workers, run_local, run_threads
-from .sinks import OUTPUT_FORMATS, Output
+from .sinks import OUTPUT_FORMATS, Output, RowState
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 NOT_ASSESSED = "not assessed"     # a row whose severity is None (e.g. a photo without skin)
@@ -175,22 +175,28 @@ def _main(args, parser: argparse.ArgumentParser) -> int:
     if not args.quiet:
         print(summary(after, new=len(set(after) - done), already=already, seconds=time.perf_counter() - started,
                       out=args.out), file=sys.stderr)
-    return EXIT_FAILED if any(not ok for ok, _ in after.values()) else EXIT_OK
+    return EXIT_FAILED if any(not row.ok for row in after.values()) else EXIT_OK
 
 
-def summary(rows: dict[str, tuple[bool, str | None]], *, new: int, already: int, seconds: float, out: Path) -> str:
-    """Photos per severity (None counts as "not assessed"), failures and time, in two lines.
+def summary(rows: dict[str, RowState], *, new: int, already: int, seconds: float, out: Path) -> str:
+    """Photos per severity (None counts as "not assessed"), how many of the graded ones are marked unreliable,
+    failures and time, in two lines.
 
-    Parameters: `rows` row key -> (ok, severity) of every row in the output (Output.read_rows); `new` rows
+    Parameters: `rows` row key -> RowState of every row in the output (Output.read_rows); `new` rows
     written by this run; `already` photos skipped as done; `seconds` this run's time; `out` the output file."""
+    from ..report import UNRELIABLE
     from ..severity import CLASSES
 
-    counts = Counter((sev if sev is not None else NOT_ASSESSED) if ok else "failed" for ok, sev in rows.values())
+    states = list(rows.values())
+    counts = Counter((r.severity if r.severity is not None else NOT_ASSESSED) if r.ok else "failed" for r in states)
     order = list(CLASSES) + sorted(k for k in counts if k not in CLASSES and k not in (NOT_ASSESSED, "failed"))
     parts = [f"{name} {counts.get(name, 0)}" for name in order]
     parts += [f"{NOT_ASSESSED} {counts.get(NOT_ASSESSED, 0)}", f"failed {counts.get('failed', 0)}"]
+    unreliable = sum(r.ok and r.severity is not None and r.assessment == UNRELIABLE for r in states)
+    caveat = (f"\n  {unreliable} of the graded photo(s) marked unreliable (face too small, or a close-up without "
+              "colour): see their warnings" if unreliable else "")
     rate = f", {new / seconds:.2f} photos/s" if new and seconds > 0 else ""
-    return (f"acne batch: {len(rows)} photo(s) in {out}: " + " · ".join(parts) + "\n"
+    return (f"acne batch: {len(rows)} photo(s) in {out}: " + " · ".join(parts) + caveat + "\n"
             f"  this run: {new} analysed in {seconds:.1f} s{rate} (start-up included); {already} already done")
 
 

@@ -186,9 +186,10 @@ def part_table(rows: list[dict]):
     import pyarrow as pa
 
     schema = pa.schema([("file", pa.string()), ("ok", pa.bool_()), ("severity", pa.string()),
-                        ("lesion_count", pa.int64()), ("error", pa.string()), ("record", pa.string())])
+                        ("assessment", pa.string()), ("lesion_count", pa.int64()), ("error", pa.string()),
+                        ("record", pa.string())])
     return pa.Table.from_pylist([{
-        "file": r["file"], "ok": bool(r.get("ok")), "severity": r.get("severity"),
+        "file": r["file"], "ok": bool(r.get("ok")), "severity": r.get("severity"), "assessment": r.get("assessment"),
         "lesion_count": r.get("lesion_count"), "error": r.get("error"), "record": json.dumps(r),
     } for r in rows], schema=schema)
 

@@ -12,12 +12,22 @@ import shutil
 import time
 import uuid
 from pathlib import Path
+from typing import NamedTuple
 
 from .inputs import row_key
 
 log = logging.getLogger("acne")
 
 OUTPUT_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+LIGHT_COLUMNS = ("file", "ok", "severity", "assessment")   # what resuming and the summary read of each row
+
+
+class RowState(NamedTuple):
+    """What the summary needs of one output row: whether it succeeded, its severity (None: not assessed)
+    and its report's assessment (graded, unreliable or not_assessed; None in a failed row)."""
+    ok: bool
+    severity: str | None
+    assessment: str | None
 
 
 class JsonlSink:
@@ -88,11 +98,12 @@ class Output:
         return JsonlSink(self.parts / f"rows-{self.run_id}.jsonl")
 
     # ---------------------------------------------------------------- reading
-    def read_rows(self) -> dict[str, tuple[bool, str | None]]:
-        """key -> (ok, severity) of every row in the output and its parts (the first row of a photo wins)."""
-        rows: dict[str, tuple[bool, str | None]] = {}
+    def read_rows(self) -> dict[str, RowState]:
+        """key -> RowState of every row in the output and its parts (the first row of a photo wins)."""
+        rows: dict[str, RowState] = {}
         for record in self._records(light=True):
-            rows.setdefault(row_key(record["file"]), (bool(record.get("ok")), record.get("severity")))
+            rows.setdefault(row_key(record["file"]),
+                            RowState(bool(record.get("ok")), record.get("severity"), record.get("assessment")))
         return rows
 
     def _records(self, light: bool = False):
@@ -155,7 +166,7 @@ def _read_parquet(path: Path, light: bool):
     import pyarrow.parquet as pq
 
     names = pq.read_schema(path).names
-    columns = [c for c in ("file", "ok", "severity") if c in names] if light else None
+    columns = [c for c in LIGHT_COLUMNS if c in names] if light else None
     yield from pq.read_table(path, columns=columns).to_pylist()
 
 
@@ -164,7 +175,8 @@ def _read_parquet_part(path: Path, light: bool):
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(path, columns=["file", "ok", "severity"] if light else ["record"])
+        names = pq.read_schema(path).names      # parts written before `assessment` was a column lack it
+        table = pq.read_table(path, columns=[c for c in LIGHT_COLUMNS if c in names] if light else ["record"])
     except Exception:  # noqa: BLE001 - a part cut off mid-write: its photos are done again
         log.info("Skipping the unreadable part %s", path.name)
         return
