@@ -179,8 +179,8 @@ def _main(args, parser: argparse.ArgumentParser) -> int:
 
 
 def summary(rows: dict[str, RowState], *, new: int, already: int, seconds: float, out: Path) -> str:
-    """Photos per severity (None counts as "not assessed"), how many of the graded ones are marked unreliable,
-    failures and time, in two lines.
+    """Photos per severity (None counts as "not assessed"), failures and time in two lines, with a line between
+    them on how many of the graded photos are marked unreliable when any are.
 
     Parameters: `rows` row key -> RowState of every row in the output (Output.read_rows); `new` rows
     written by this run; `already` photos skipped as done; `seconds` this run's time; `out` the output file."""
