@@ -182,12 +182,14 @@ def tiny_skin_check_dir(tmp_path_factory, tiny_count_grader_dir) -> Path:
 @pytest.fixture(scope="session")
 def tiny_settings(tiny_segmenter_dir, tiny_grader_dir, tiny_skin_check_dir):
     """Settings pointing at the tiny models: segmenter, the 5-label ViT as grader and fallback, and a skin
-    check that takes every photo for skin."""
+    check that takes every photo for skin. One runner (torch, parallel off), the same as `tiny_model_env`'s:
+    `auto` picks by timing, and on a loaded machine an app and a test's own reference analysis could pick
+    different runners and count one lesion apart on the tiny random models. (`auto` has its own tests.)"""
     from acne.config import Settings
 
     return Settings(segmenter=str(tiny_segmenter_dir), grader=str(tiny_grader_dir),
                     grader_fallback=str(tiny_grader_dir), seg_size=TEST_SEG_SIZE,
-                    skin_check=str(tiny_skin_check_dir))
+                    skin_check=str(tiny_skin_check_dir), backend="torch", parallel="off")
 
 
 @pytest.fixture(scope="session")
@@ -200,7 +202,7 @@ def tiny_analyzer(tiny_settings):
 
 @pytest.fixture(scope="session")
 def tiny_model_env(tiny_segmenter_dir, tiny_grader_dir, tiny_skin_check_dir) -> dict[str, str]:
-    """Environment for subprocesses (CLI, app) that should use the tiny models."""
+    """Environment for subprocesses (CLI, app) that should use the tiny models, on `tiny_settings`' runner."""
     env = dict(os.environ)
     env.update({
         "ACNE_SEGMENTER": str(tiny_segmenter_dir),
@@ -208,6 +210,8 @@ def tiny_model_env(tiny_segmenter_dir, tiny_grader_dir, tiny_skin_check_dir) -> 
         "ACNE_GRADER_FALLBACK": str(tiny_grader_dir),
         "ACNE_SKIN_CHECK": str(tiny_skin_check_dir),
         "ACNE_SEG_SIZE": str(TEST_SEG_SIZE),
+        "ACNE_BACKEND": "torch",
+        "ACNE_PARALLEL": "off",
         "HF_HUB_OFFLINE": "1",
         "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1"),
         "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_DIR), env.get("PYTHONPATH")])),

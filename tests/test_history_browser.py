@@ -4,7 +4,6 @@ the before/after view says what changed; export, delete all and import restore t
 of it reaches the server's disk or log; the page works at phone width."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 import uuid
@@ -33,10 +32,8 @@ def server_folders(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def app(tiny_model_env, server_folders, tmp_path_factory):
-    # One runner, the same in the app and in the test's own analysis below: `auto` picks by timing, and on a
-    # loaded machine the two may pick differently and count one lesion apart on the tiny random models.
     env = app_env(tiny_model_env, server_folders["temp"], ACNE_CACHE_DIR=str(server_folders["cache"]),
-                  ACNE_CACHE_TTL="900", ACNE_BACKEND="torch", ACNE_PARALLEL="off")
+                  ACNE_CACHE_TTL="900")
     # Every logger at DEBUG, the most anyone could turn on: the history must still not reach the log.
     process = AppProcess(env, tmp_path_factory.mktemp("logs") / "app.log", command=DEBUG_LOGGING_COMMAND).start()
     yield process
@@ -98,15 +95,12 @@ def holds(path: Path, needles: list[bytes]) -> bool:
     return any(needle in data for needle in needles)
 
 
-def test_history_is_kept_in_the_browser_only(app, browser_context, server_folders, tiny_settings, example_photos,
+def test_history_is_kept_in_the_browser_only(app, browser_context, server_folders, tiny_analyzer, example_photos,
                                              tmp_path):
-    from acne.analysis import load_analyzer
-
     start = time.time() - 1
     photos = (mirrored_copy(example_photos[-1], tmp_path, "before.jpg", 91),
               mirrored_copy(example_photos[0], tmp_path, "after.jpg", 89))
-    analyzer = load_analyzer(dataclasses.replace(tiny_settings, backend="torch", parallel="off"))
-    expected = [analyzer.analyze(p) for p in photos]   # the same tiny models and runner as the app
+    expected = [tiny_analyzer.analyze(p) for p in photos]   # the same tiny models and runner as the app
     page = browser_context.new_page()
     open_app(page, app)
     for photo, date, note, picture in zip(photos, DATES, NOTES, (True, False)):
