@@ -4,8 +4,12 @@ Runs the SAVED model the way the app does (acne.grader.load_grader; plain AutoMo
 AutoImageProcessor if that module is absent) on every photo of the split and writes
 OUT/metrics.json (accuracy, macro-F1, MAE, QWK, confusion, per-image predictions) and
 OUT/confusion.png. Levels are mapped onto the four ACNE04 grades: level -1 and 0 -> 0 (Clear).
+With --mirror every photo is graded a second time, mirrored left to right: the figures on the mirror
+images and the share of photos whose grade is the same both ways (a grade that changes with a mirror
+changes with any small change of framing too).
 
     python scripts/eval_grader.py --model weights/grader --out runs/eval_grader
+    python scripts/eval_grader.py --model weights/grader --mirror --out runs/eval_grader_mirror
 """
 from __future__ import annotations
 
@@ -84,26 +88,49 @@ def plot_confusion(cm: np.ndarray, path: Path, title: str) -> bool:
 
 
 def evaluate_grader(model_dir, split: str = "valid", out_dir=None, limit: int | None = None,
-                    log_every: int = 50) -> dict:
+                    log_every: int = 50, mirror: bool = False) -> dict:
+    """Grade every photo of an ACNE04 split with a saved grader.
+
+    Args:
+        model_dir: save_pretrained folder or Hub id.
+        split: "train", "valid" or "test".
+        out_dir: where metrics.json and confusion.png go (None: nowhere).
+        limit: only the first N photos.
+        log_every: print progress every N photos (0: never).
+        mirror: grade each photo's mirror image too.
+    Returns:
+        {"model", "runner", "split", "n", "seconds_per_photo", "figures", "per_image"}, and with `mirror`
+        {"mirror": {"figures", "same_grade"}}: the figures on the mirror images and the share of photos
+        graded the same both ways. Per image: grade, prediction, level and scores (and their mirror's).
+    """
     name, runner, predict = _load_predictor(str(model_dir))
     records = load_split(split)
     if limit:
         records = records[:limit]
-    per_image, y_true, y_pred = {}, [], []
+    per_image, y_true, y_pred, y_mirror = {}, [], [], []
     t0 = time.time()
     for i, r in enumerate(records):
-        level, scores = predict(read_rgb(r.path))
+        rgb = read_rgb(r.path)
+        level, scores = predict(rgb)
         grade = max(int(level), 0)                       # level -1 (clear skin) counts as grade 0
-        per_image[r.path.name] = {"source": r.source, "grade": r.grade, "pred": grade, "level": int(level),
-                                  "scores": {k: round(float(v), 5) for k, v in scores.items()}}
+        per_image[r.path.name] = row = {"source": r.source, "grade": r.grade, "pred": grade, "level": int(level),
+                                        "scores": {k: round(float(v), 5) for k, v in scores.items()}}
         y_true.append(r.grade)
         y_pred.append(grade)
+        if mirror:
+            level_m, scores_m = predict(np.ascontiguousarray(rgb[:, ::-1]))
+            row.update(pred_mirror=max(int(level_m), 0),
+                       scores_mirror={k: round(float(v), 5) for k, v in scores_m.items()})
+            y_mirror.append(row["pred_mirror"])
         if log_every and (i + 1) % log_every == 0:
             print(f"{i + 1}/{len(records)} photos, {(time.time() - t0) / (i + 1):.2f} s/photo", flush=True)
     figures = classification_figures(y_true, y_pred)
     result = {"model": name, "runner": runner, "split": split, "n": len(records),
-              "seconds_per_photo": (time.time() - t0) / max(len(records), 1),
+              "seconds_per_photo": (time.time() - t0) / max(len(records), 1) / (2 if mirror else 1),
               "figures": figures, "per_image": per_image}
+    if mirror:
+        result["mirror"] = {"figures": classification_figures(y_true, y_mirror),
+                            "same_grade": float(np.mean(np.array(y_pred) == np.array(y_mirror)))}
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -122,13 +149,19 @@ def main(argv=None) -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/eval_grader"))
     ap.add_argument("--limit", type=int, default=0, help="only the first N photos (smoke test)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--mirror", action="store_true",
+                    help="also grade each photo mirrored left to right: figures on the mirror images, and the "
+                         "share of photos graded the same both ways")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    res = evaluate_grader(args.model, args.split, args.out, limit=args.limit or None)
-    f = res["figures"]
-    print(json.dumps({"model": res["model"], "runner": res["runner"], "split": res["split"], "n": res["n"],
-                      **{k: f[k] for k in ("accuracy", "macro_f1", "mae", "qwk", "per_class_f1", "confusion")}},
-                     indent=1))
+    res = evaluate_grader(args.model, args.split, args.out, limit=args.limit or None, mirror=args.mirror)
+    keys = ("accuracy", "macro_f1", "mae", "qwk", "per_class_f1", "confusion")
+    summary = {"model": res["model"], "runner": res["runner"], "split": res["split"], "n": res["n"],
+               **{k: res["figures"][k] for k in keys}}
+    if args.mirror:
+        summary["mirror"] = {"same_grade": res["mirror"]["same_grade"],
+                             **{k: res["mirror"]["figures"][k] for k in keys}}
+    print(json.dumps(summary, indent=1))
     plot = args.out / "confusion.png"
     print(f"wrote {args.out / 'metrics.json'}" + (f" and {plot}" if plot.exists() else ""))
 

@@ -211,7 +211,7 @@ def density_stage(args, init: str, cdir: Path) -> None:
     if not args.skip_eval:
         from eval_grader import evaluate_grader
 
-        ev = evaluate_grader(args.out, split="valid", out_dir=res / "eval_valid")
+        ev = evaluate_grader(args.out, split="valid", out_dir=res / "eval_valid", mirror=True)
         summary["valid_saved_model"] = {k2: v for k2, v in ev.items() if k2 != "per_image"}
         log.info("saved model on valid: %s", {k2: round(ev["figures"][k2], 4)
                                                 for k2 in ("accuracy", "macro_f1", "mae", "qwk")})
@@ -361,6 +361,12 @@ def write_density_card(out: Path, s: dict) -> None:
     cv_row = (cv_line("Hayashi's band edges", cv["hayashi_edges"]) +
               cv_line("fitted edges (nested: fitted without the fold)", cv["fitted_edges"]) if cv else "")
     cv_note = f" Out-of-fold lesion count on train: MAE {cv['count_mae']:.2f}." if cv else ""
+    mirror = s.get("valid_saved_model", {}).get("mirror")
+    mirror_note = (f"{nl}The valid photos mirrored left to right (`python scripts/eval_grader.py --model {out} --mirror`): "
+                   f"accuracy {mirror['figures']['accuracy']:.3f}, macro-F1 {mirror['figures']['macro_f1']:.3f}, "
+                   f"MAE {mirror['figures']['mae']:.3f}; the same grade as the photo itself for "
+                   f"{mirror['same_grade']:.1%} of photos.{nl}A grade that a mirror image changes, a slightly "
+                   f"different framing changes too: near a band edge the grade is not firm." if mirror else "")
     command = f"`{s['command']}`"
     if "--stage density" in s["command"] or "--stage=density" in s["command"]:  # the cache came from a run before
         command = (f"`python scripts/train_grader.py --stage features --train-versions {s['train_versions']}`, "
@@ -407,7 +413,7 @@ Load with `acne.grader.load_grader`, or call `acne.count_model.register()` and u
 Valid figures: {source}{f", {s['valid_saved_model']['seconds_per_photo']:.2f} s per photo" if 'valid_saved_model' in s else ''}.
 Lesion count on valid (training pipeline): mean absolute error {vn['count_mae']:.2f} lesions; the count's Hayashi band
 alone matches the grade for {vn['count_band_accuracy']:.3f} of photos.{cv_note}
-Per-class F1 on valid: {', '.join(f'{v:.2f}' for v in valid['per_class_f1'])}.
+Per-class F1 on valid: {', '.join(f'{v:.2f}' for v in valid['per_class_f1'])}.{mirror_note}
 Confusion matrix on valid (rows true grade, columns predicted):
 
 {nl.join(cm)}

@@ -166,6 +166,31 @@ def test_the_grader_evaluation_runs_as_written(acne04_env, tmp_path):
     assert (out / "confusion.png").stat().st_size > 1000
 
 
+def test_the_grader_evaluation_grades_the_mirror_images_as_its_card_says(acne04_env, tmp_path):
+    import numpy as np
+
+    from acne.acne04 import read_rgb
+    from acne.grader import load_grader
+
+    command = next(c for _, c in COMMANDS if c.startswith("python scripts/eval_grader.py") and "--mirror" in c)
+    out = tmp_path / "eval_grader_mirror"
+    args = [a for a in shlex.split(command)[1:] if a not in ("--out", "runs/eval_grader_mirror")]
+    result = run([sys.executable, *args, "--limit", "2", "--out", str(out)], env=acne04_env, timeout=RUN_TIMEOUT)
+    assert result.returncode == 0, f"`{command}` failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+    metrics = json.loads((out / "metrics.json").read_text())
+    printed = json.loads(result.stdout[result.stdout.index("{"):result.stdout.rindex("}") + 1])
+    grader = load_grader(args[args.index("--model") + 1])
+    same = 0
+    for name, row in metrics["per_image"].items():
+        mirrored = grader.predict(np.ascontiguousarray(read_rgb(EXAMPLES_DIR / name)[:, ::-1]))
+        assert row["scores_mirror"] == pytest.approx(mirrored.level_scores, abs=1e-3)   # the mirror image's grade,
+        assert row["scores_mirror"] != pytest.approx(row["scores"], abs=1e-3)           # not the photo's again
+        assert row["pred_mirror"] == max(mirrored.level, 0)
+        same += row["pred_mirror"] == row["pred"]
+    assert metrics["mirror"]["same_grade"] == printed["mirror"]["same_grade"] == same / 2
+    assert metrics["mirror"]["figures"]["accuracy"] == printed["mirror"]["accuracy"]
+
+
 # --------------------------------------------------------------------------- the fake chat server
 
 def test_the_fake_chat_server_runs_standalone_as_written():
