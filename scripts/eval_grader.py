@@ -87,6 +87,10 @@ def plot_confusion(cm: np.ndarray, path: Path, title: str) -> bool:
     return True
 
 
+def _rounded(scores: dict) -> dict:
+    return {k: round(float(v), 5) for k, v in scores.items()}
+
+
 def evaluate_grader(model_dir, split: str = "valid", out_dir=None, limit: int | None = None,
                     log_every: int = 50, mirror: bool = False) -> dict:
     """Grade every photo of an ACNE04 split with a saved grader.
@@ -114,13 +118,12 @@ def evaluate_grader(model_dir, split: str = "valid", out_dir=None, limit: int | 
         level, scores = predict(rgb)
         grade = max(int(level), 0)                       # level -1 (clear skin) counts as grade 0
         per_image[r.path.name] = row = {"source": r.source, "grade": r.grade, "pred": grade, "level": int(level),
-                                        "scores": {k: round(float(v), 5) for k, v in scores.items()}}
+                                        "scores": _rounded(scores)}
         y_true.append(r.grade)
         y_pred.append(grade)
         if mirror:
             level_m, scores_m = predict(np.ascontiguousarray(rgb[:, ::-1]))
-            row.update(pred_mirror=max(int(level_m), 0),
-                       scores_mirror={k: round(float(v), 5) for k, v in scores_m.items()})
+            row.update(pred_mirror=max(int(level_m), 0), scores_mirror=_rounded(scores_m))
             y_mirror.append(row["pred_mirror"])
         if log_every and (i + 1) % log_every == 0:
             print(f"{i + 1}/{len(records)} photos, {(time.time() - t0) / (i + 1):.2f} s/photo", flush=True)
