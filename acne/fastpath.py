@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 BACKENDS = ("auto", "bf16", "onnx", "torch")
 PARALLEL = ("auto", "on", "off")
 WISDOM_FILE = "fastpath-wisdom.json"
-WISDOM_FORMAT = 1
+WISDOM_FORMAT = 2   # 2: the probe times the skin check with the models
 BF16_DECODER_BLOCKS = 3   # of the UNet's 5 decoder blocks, the 3 coarsest run in bf16 too
 
 
