@@ -67,7 +67,7 @@ def reframe(closeup: np.ndarray, *, rng: np.random.Generator, frame: tuple[int, 
     if border == "hard":
         photo[y0:y0 + h1, x0:x0 + w1] = face
     else:
-        alpha = _soft_mask(w1, h1)[:, :, None]
+        alpha = feather_mask(w1, h1)[:, :, None]
         patch = photo[y0:y0 + h1, x0:x0 + w1].astype(np.float32)
         photo[y0:y0 + h1, x0:x0 + w1] = np.rint(alpha * face + (1 - alpha) * patch).astype(np.uint8)
     return photo, Placement(x0, y0, scale, (width, height))
@@ -105,7 +105,7 @@ def make_background(kind: str, width: int, height: int, rng: np.random.Generator
     raise ValueError(f"background must be one of {BACKGROUNDS}, got {kind!r}")
 
 
-def _soft_mask(width: int, height: int) -> np.ndarray:
+def feather_mask(width: int, height: int) -> np.ndarray:
     """1 in the middle, fading to 0 at the borders over about a tenth of the size (a vignette)."""
     ramp = max(2, min(width, height) // 10)
     x = np.minimum(np.arange(width), np.arange(width)[::-1]).astype(np.float32) / ramp

