@@ -185,8 +185,9 @@ def centre(rgb: np.ndarray) -> np.ndarray:
 # Skin's colours, not skin: a cup of coffee, a cat, her spacesuit below the chin (the centre of the portrait),
 # a rocket. The colour-only region finder takes each for a close-up or a skin patch; the skin check does not.
 # None of these photos is among the skin check's training images (weights/skin_check/README.md). The cat's
-# face in close-up still passes it (a known miss, in the model card).
-NOT_SKIN = {"coffee": lambda: data.coffee(), "cat": lambda: data.chelsea(), "spacesuit": lambda: centre(portrait(512)),
+# face in close-up is rejected too (the centre of the colour wheel is the card's known miss).
+NOT_SKIN = {"coffee": lambda: data.coffee(), "cat": lambda: data.chelsea(), "cat face": lambda: centre(data.chelsea()),
+            "spacesuit": lambda: centre(portrait(512)),
             "rocket": lambda: data.rocket()}
 
 
@@ -203,12 +204,21 @@ def test_photos_in_skin_colours_that_are_not_skin_get_no_verdict(shipped, name):
 
 
 def test_valid_close_ups_and_their_reframed_copies_pass_the_skin_check(shipped):
+    """Every close-up passes. Re-framed copies are rejected rarely (the card: 1 of 282; the check before it
+    rejected 2): a half-face profile the face detector misses, on a wall of skin's colour, so colour takes
+    the whole frame for skin and the check (rightly: most of it is wall) says it is not. Such a photo gets
+    "not assessed", never a grade; one of these eight is such a photo."""
     rng = np.random.default_rng(5)
+    rejected = []
     for case in valid_cases(step=40):
         assert shipped.skin_check.is_skin(case.rgb)
         photo, _ = reframe(case.rgb, rng=rng)
         region = shipped.regions.find(photo)
-        assert shipped.skin_check.is_skin(region.crop(photo)), region
+        if not shipped.skin_check.is_skin(region.crop(photo)):
+            rejected.append(region)
+            assert region.found_by == "whole", region
+            assert shipped.run(photo).report.assessment == "not_assessed"
+    assert len(rejected) <= 1, rejected
 
 
 def test_pale_washed_out_skin_is_still_skin(shipped):
@@ -274,15 +284,15 @@ def test_reframed_valid_photos_get_the_close_ups_severity_and_lesions(shipped):
     """Every 6th valid photo, analysed as the close-up it is and re-framed as a phone photo across all frame
     sizes, backgrounds and borders (scripts/eval_framing.py gives the same figures on all 283).
 
-    Issue 14 asks for >= 90% same severity and accuracy within 0.03 of the close-ups'. Today's grader was
-    trained on close-ups only and gets ~85% / -0.06 on all 283 (README, "Phone photos"): these bars guard
-    what is reached on whichever backend the machine picks (on these 48, fp32 and ONNX Runtime: 83% and
-    -0.167, bf16: 83% and -0.125), and are raised when the models are trained with scale and crop jitter."""
+    Issue 14 asks for >= 90% same severity and accuracy within 0.03 of the close-ups'. The grader, fine-tuned
+    with scale and crop jitter, gets 90.1% / -0.025 on all 283 (README, "Phone photos"); on these 48 the same
+    severity for 85.4% and +0.021 with fp32, ONNX Runtime and bf16 alike (the frozen grader before it: 83% and
+    -0.167). The bars leave room for a few photos that another CPU's arithmetic moves across a band edge."""
     cases = valid_cases(step=283 // FRAMING_PHOTOS)[:FRAMING_PHOTOS]
     assert len(cases) == FRAMING_PHOTOS and len(FRAMES) * len(BACKGROUNDS) * len(BORDERS) <= 2 * FRAMING_PHOTOS
     figures = framing_figures(shipped, cases, seed=0)
     close, framed = figures["closeup"], figures["reframed"]
-    assert figures["same_severity"] >= 0.75, figures
-    assert framed["severity_accuracy"] >= close["severity_accuracy"] - 0.17, figures
+    assert figures["same_severity"] >= 0.80, figures
+    assert framed["severity_accuracy"] >= close["severity_accuracy"] - 0.06, figures
     assert framed["lesion"]["f1"] >= 0.9 * close["lesion"]["f1"], figures
     assert figures["found_by"].get("face", 0) + figures["found_by"].get("skin", 0) >= 0.9 * FRAMING_PHOTOS, figures

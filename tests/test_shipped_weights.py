@@ -93,9 +93,9 @@ def test_the_bars_come_from_the_cards_measured_accuracy():
     assert f"| count-grade accuracy (Hayashi band of the count vs the photo's grade) | {count_accuracy:.3f} |" \
         in segmenter_card
     assert sorted(GRADES) == [0, 1, 1, 2, 2, 3]
-    # With today's cards: the grader (0.795) at least 3 of 6 exact and at most 3 grades off in all;
+    # With today's cards: the grader (0.781) at least 3 of 6 exact and at most 4 grades off in all;
     # the segmenter's count band (0.717; Moderate and Severe photos are often counted a band low) 2 and 5.
-    assert bars(GRADER_CONFUSION, GRADES)[:2] == (3, 3)
+    assert bars(GRADER_CONFUSION, GRADES)[:2] == (3, 4)
     assert bars(SEGMENTER_CONFUSION, GRADES)[:2] == (2, 5)
 
 
