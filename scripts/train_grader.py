@@ -91,16 +91,17 @@ def main(argv=None) -> None:
     setup_logging(args.work)
     if args.size % 14:
         raise SystemExit("--size must be a multiple of the patch size 14")
-    init = resolve_init(args.init)
-    cdir = cache_dir(args.work, init, args.size)
-    log.info("init %s, size %d, cache %s, data %s", init, args.size, cdir, data_root())
-    if args.stage in ("features", "all"):
-        features_stage(args, init, cdir)
     if args.stage in ("all", "finetune-cv", "finetune") and args.density_cv < 2:
         raise SystemExit("the fine-tunes start from the density CV's heads: --density-cv must be 2 or more")
     heads_done = all((head_dir(args.work, f) / "model.safetensors").is_file() for f in (None, *range(args.density_cv)))
-    if args.stage == "density" or (args.stage == "all" and not heads_done):
-        density_stage(args, init, cdir)
+    if args.stage in ("features", "density") or (args.stage == "all" and not heads_done):
+        init = resolve_init(args.init)   # the backbone: the fine-tunes start from the heads instead
+        cdir = cache_dir(args.work, init, args.size)
+        log.info("init %s, size %d, cache %s, data %s", init, args.size, cdir, data_root())
+        if args.stage != "density":
+            features_stage(args, init, cdir)
+        if args.stage != "features":
+            density_stage(args, init, cdir)
     if args.stage in ("finetune-cv", "all"):
         finetune_cv_stage(args)
     if args.stage in ("finetune", "all"):
