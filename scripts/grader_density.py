@@ -15,7 +15,8 @@ centres per patch, Gaussian-spread (--density-sigma patches, same total). Loss: 
 0.1 x the photo's count error (scaled by 1 / (count + 5)). Horizontal flips on odd epochs (the blocks are
 permutation-equivariant, so flipping their output is flipping their input). AdamW, one-cycle schedule. A
 fixed schedule, the last epoch is saved: valid figures are logged per epoch for the record, never used to
-choose. Resumable: a checkpoint after every epoch (--work/density/<run>/last.pt).
+choose. Resumable: a checkpoint after every epoch (--work/density/<run>/last.pt). The graders it saves (on all
+of train, and per CV fold: head_dir) are where stages finetune-cv and finetune start (scripts/grader_finetune.py).
 """
 from __future__ import annotations
 
