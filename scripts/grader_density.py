@@ -150,8 +150,8 @@ def fit_slope(counts: np.ndarray, grades: np.ndarray, edges) -> float:
 
 def density_stage(args, init: str, cdir: Path) -> None:
     """Train the density grader on the feature cache `cdir`, fit its band edges and slope (out-of-fold counts
-    with --density-cv), save it to head_dir(args.work) with its model card (and each CV fold's head to
-    head_dir(args.work, f): the starts of stage finetune), check the reload, evaluate it on valid."""
+    with --density-cv), save it to head_dir(args) with its model card (and each CV fold's head to
+    head_dir(args, f): the starts of stage finetune), check the reload, evaluate it on valid."""
     k, key = args.density_blocks, TOKENS[args.density_blocks]
     layers = [int(v) for v in args.density_layers.split(",")]
     if layers[0] != -1 or any(layer not in LAYER_KEYS for layer in layers[1:]) or (k and len(layers) > 1):
@@ -159,11 +159,16 @@ def density_stage(args, init: str, cdir: Path) -> None:
     extra = [LAYER_KEYS[layer] for layer in layers[1:]]
     tag = "" if layers == [-1] else "_l" + "".join(str(-layer) for layer in layers)
     tag += f"_j{args.jitter_views}" if args.jitter_views else ""
+    tag += "_tv" if args.data == "train+valid" else ""
     run = args.work / "density" / f"k{k}_e{args.density_epochs}_s{args.seed}{tag}"
     run.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     norm = load_backbone(init).layernorm.eval() if extra else None
-    train_parts = [p for p in part_names(args.train_versions, args.jitter_views) if p[1] == "train"]
+    # The pool trained on: train (valid held out) or train + valid; whole photos first, then each jittered view.
+    pool = ("train", "valid") if args.data == "train+valid" else ("train",)
+    whole_parts = [p for p in part_names(args.train_versions) if p[1] in pool]
+    train_parts = whole_parts + [(f"{name}_j{j}", split, version, j) for j in range(args.jitter_views)
+                                 for name, split, version, _ in whole_parts]
     x_tr, t_tr, r_tr = _load_parts(cdir, train_parts, key, args.size, args.density_sigma, extra, norm)
     c_tr = np.array([len(r.boxes) for r in r_tr], np.float32)
     # Edges, slope and the CV's figures are about whole photos, as graded: the jittered views only train.
@@ -173,10 +178,12 @@ def density_stage(args, init: str, cdir: Path) -> None:
     assert all(r_tr[v].path == r_tr[row[0]].path for row in views for v in row[1:])
     x_va, _, r_va = _load_parts(cdir, [("valid", "valid", None, None)], key, args.size, args.density_sigma,
                                 extra, norm)
-    log.info("density: %d train photos, %d valid, tokens %s (%s), %.0f s", len(x_tr), len(x_va), x_tr.shape[1:],
-             key, time.time() - t0)
+    held_out = "valid" not in pool   # valid figures only for a head that never saw valid
+    log.info("density: %d %s photos, %d valid, tokens %s (%s), %.0f s", len(x_tr), args.data, len(x_va),
+             x_tr.shape[1:], key, time.time() - t0)
 
-    net, history = train_density(args, init, x_tr, t_tr, c_tr, views, run / "last.pt", valid=(x_va, r_va))
+    net, history = train_density(args, init, x_tr, t_tr, c_tr, views, run / "last.pt",
+                                 valid=(x_va, r_va) if held_out else None)
     y_tr = np.array([r.grade for r in r_tr])
     cv = None
     train_counts = _counts(net, x_tr, views[:, 0])
@@ -217,19 +224,20 @@ def density_stage(args, init: str, cdir: Path) -> None:
                            "block_lr": args.density_block_lr, "layers": layers, "sigma": args.density_sigma, "batch": BATCH, "edges": edges, "hayashi_edges": CountGraderConfig().band_edges,
                            "history": history, "slope": slope,
                            "train_in_sample": count_figures(train_counts, [r for r, w in zip(r_tr, whole) if w]), "slope_from": "cv" if cv else "train"},
-               "cv": cv,
-               "valid_numpy": {**classification_figures(y_va, valid_pred), **count_figures(valid_counts, r_va)},
+               "cv": cv, "data": args.data,
                "command": " ".join(["python"] + [str(a) for a in sys.argv])}
-    log.info("density: slope %.2f (train); valid training pipeline (logged only): %s", slope,
-             {k2: round(v, 3) for k2, v in summary["valid_numpy"].items() if isinstance(v, float)})
-    out = head_dir(args.work)
+    if held_out:
+        summary["valid_numpy"] = {**classification_figures(y_va, valid_pred), **count_figures(valid_counts, r_va)}
+        log.info("density: slope %.2f (train); valid training pipeline (logged only): %s", slope,
+                 {k2: round(v, 3) for k2, v in summary["valid_numpy"].items() if isinstance(v, float)})
+    out = head_dir(args)
     save_density_model(args, init, net, slope, edges, out)
     for f, fold_net in enumerate(fold_nets):
-        save_density_model(args, init, fold_net, slope, edges, head_dir(args.work, f))
+        save_density_model(args, init, fold_net, slope, edges, head_dir(args, f))
     summary["saved_check"] = verify_saved(out, valid_counts, r_va, args.verify_images)
-    res = args.work / "result_head"
+    res = args.work / f"result_{out.name}"
     res.mkdir(parents=True, exist_ok=True)
-    if not args.skip_eval:
+    if held_out and not args.skip_eval:
         from eval_grader import evaluate_grader
 
         ev = evaluate_grader(out, split="valid", out_dir=res / "eval_valid", mirror=True)
@@ -237,7 +245,8 @@ def density_stage(args, init: str, cdir: Path) -> None:
         log.info("saved model on valid: %s", {k2: round(ev["figures"][k2], 4)
                                                 for k2 in ("accuracy", "macro_f1", "mae", "qwk")})
     (res / "summary.json").write_text(json.dumps(summary, indent=1))
-    write_density_card(out, summary)
+    if held_out:   # a card states held-out figures; the train + valid head is only the fine-tune's start
+        write_density_card(out, summary)
     log.info("density stage done in %.0f s", time.time() - t0)
 
 
@@ -317,10 +326,12 @@ def cross_validated_counts(args, init: str, x, targets, counts, views, records, 
     return oof, fold, nets
 
 
-def head_dir(work: Path, fold: int | None = None) -> Path:
+def head_dir(args, fold: int | None = None) -> Path:
     """Where stage density saves the frozen-backbone grader that stage finetune starts from: trained on all of
-    train, or (`fold` f) on train without fold f of the CV, the start of that fold's fine-tune."""
-    return work / ("head" if fold is None else f"head_fold{fold}")
+    the pool (args.data), or (`fold` f) on the pool without fold f of the CV, the start of that fold's fine-tune.
+    The train + valid pool's heads are kept apart from train's: each fold's head must not have seen its fold."""
+    name = "head" if args.data == "train" else "head_" + args.data.replace("+", "_")
+    return args.work / (name if fold is None else f"{name}_fold{fold}")
 
 
 def save_density_model(args, init: str, net: DensityTrainer, slope: float, edges, out: Path) -> None:

@@ -82,12 +82,14 @@ def split_records(split: str, version: int | None, view: int | None = None):
     return records if view is None else [jitter_record(r, view) for r in records]
 
 
-def part_names(train_versions: int, jitter_views: int = 0) -> list[tuple[str, str, int | None, int | None]]:
+def part_names(train_versions: int, jitter_views: int = 0,
+               valid_views: int = 0) -> list[tuple[str, str, int | None, int | None]]:
     """(cache name, split, version, jittered view) in extraction order: one train version first, then valid,
-    then each version's jittered views."""
+    then each version's jittered views, then valid's (when valid is trained on)."""
     parts = [("train_v0", "train", 0, None), ("valid", "valid", None, None)]
     parts += [(f"train_v{v}", "train", v, None) for v in range(1, train_versions)]
     parts += [(f"train_v{v}_j{j}", "train", v, j) for v in range(train_versions) for j in range(jitter_views)]
+    parts += [(f"valid_j{j}", "valid", None, j) for j in range(valid_views)]
     return parts
 
 
@@ -161,7 +163,8 @@ def features_stage(args, init: str, cdir: Path) -> None:
     """Run the frozen backbone over every part not yet cached in `cdir` (parts in part_names order)."""
     model = load_backbone(init)
     processor = build_processor(args.size)
-    for name, split, version, view in part_names(args.train_versions, args.jitter_views):
+    valid_views = args.jitter_views if args.data == "train+valid" else 0
+    for name, split, version, view in part_names(args.train_versions, args.jitter_views, valid_views):
         if (cdir / name / "complete.json").is_file():
             continue
         extract_features(model, processor, split_records(split, version, view), cdir / name)

