@@ -360,9 +360,9 @@ def save_density_model(args, init: str, net: DensityTrainer, slope: float, edges
     log.info("saved %s (%.1f MB)", out, (out / "model.safetensors").stat().st_size / 1e6)
 
 
-def verify_saved(out: Path, ref_counts: np.ndarray, records, n: int) -> dict:
-    """Reload the saved folder through the transformers Auto classes, as the model card says (fp16 -> fp32),
-    and compare its counts on n valid photos with the training pipeline's."""
+def auto_counts(folder: Path, records) -> np.ndarray:
+    """Lesion counts of a saved grader folder on `records`, reloaded through the transformers Auto classes as
+    the model card says (fp16 weights run in fp32)."""
     from PIL import Image
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
@@ -370,14 +370,19 @@ def verify_saved(out: Path, ref_counts: np.ndarray, records, n: int) -> dict:
     from acne.count_model import register
 
     register()
-    model = AutoModelForImageClassification.from_pretrained(out, dtype=torch.float32, local_files_only=True).eval()
-    processor = AutoImageProcessor.from_pretrained(out, local_files_only=True)
+    model = AutoModelForImageClassification.from_pretrained(folder, dtype=torch.float32, local_files_only=True).eval()
+    processor = AutoImageProcessor.from_pretrained(folder, local_files_only=True)
     counts = []
-    for r in records[:n]:
-        pixel_values = processor(images=Image.fromarray(read_rgb(r.path)), return_tensors="pt")["pixel_values"]
-        with torch.inference_mode():
+    with torch.inference_mode():
+        for r in records:
+            pixel_values = processor(images=Image.fromarray(read_rgb(r.path)), return_tensors="pt")["pixel_values"]
             counts.append(float(model(pixel_values=pixel_values).count[0]))
-    diff = np.abs(np.array(counts) - ref_counts[:n])
+    return np.array(counts)
+
+
+def verify_saved(out: Path, ref_counts: np.ndarray, records, n: int) -> dict:
+    """Reload the saved folder and compare its counts on n valid photos with the training pipeline's."""
+    diff = np.abs(auto_counts(out, records[:n]) - ref_counts[:n])
     check = {"images": n, "max_abs_count_diff": float(diff.max()), "mean_abs_count_diff": float(diff.mean())}
     log.info("saved model (fp16, reloaded) vs training pipeline: %s", check)
     return check

@@ -32,7 +32,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from grader_density import CARD_LIMITS, card_intro, fit_edges, fit_slope
+from grader_density import CARD_LIMITS, auto_counts, card_intro, fit_edges, fit_slope
 from grader_features import DATA_TERMS, ROOT, build_processor
 
 from acne.acne04 import load_split, read_rgb
@@ -314,22 +314,10 @@ def finetune_stage(args, init: Path, out: Path, fold: int | None = None) -> None
 
 
 def saved_counts(folder: Path, records, per_photo: Path | None = None) -> dict:
-    """The saved model's lesion counts on `records` (fp16 weights run in fp32 through the transformers Auto
-    classes, as the model card says): mean absolute error and how often the count's Hayashi band is the grade."""
-    from PIL import Image
-    from transformers import AutoImageProcessor, AutoModelForImageClassification
-
-    from acne.count_model import register
-
-    register()
-    model = AutoModelForImageClassification.from_pretrained(folder, dtype=torch.float32, local_files_only=True).eval()
-    processor = AutoImageProcessor.from_pretrained(folder, local_files_only=True)
-    pred = []
-    with torch.inference_mode():
-        for r in records:
-            x = processor(images=Image.fromarray(read_rgb(r.path)), return_tensors="pt")["pixel_values"]
-            pred.append(float(model(pixel_values=x).count[0]))
-    pred, true = np.array(pred), np.array([len(r.boxes) for r in records])
+    """The saved model's lesion counts on `records` (grader_density.auto_counts): mean absolute error and how
+    often the count's Hayashi band is the grade."""
+    pred = auto_counts(folder, records)
+    true = np.array([len(r.boxes) for r in records])
     if per_photo is not None:
         per_photo.write_text(json.dumps({"names": [r.path.name for r in records], "pred": pred.tolist(),
                                          "true": true.tolist(), "grade": [r.grade for r in records]}))
