@@ -105,15 +105,19 @@ class RegionFinder:
             return Region((0, 0, w, h), "none", None)
         # Lesions are red: their centres may fall just outside the skin-colour box, so allow a margin.
         reach = _grow(skin, max(3, round(SKIN_REACH * max(small.shape[:2]))))
-        face = _largest_face(self.detector, small, skin)
         patch = _largest_patch(skin)
-        if face is not None and patch is not None and _closeup(skin, patch) and face[2] < SMALL_FACE * min(small.shape[:2]):
-            face = None   # a small "face" (an ear, a nostril) inside a close-up whose skin fills the frame
+        closeup = patch is not None and _closeup(skin, patch)
+        # In a close-up whose skin fills the frame, a small "face" is an ear or a nostril: only faces of at
+        # least SMALL_FACE of the short side count there, so the search starts at that size (one cheap pass).
+        smallest = SMALL_FACE * min(small.shape[:2]) if closeup else None
+        face = _largest_face(self.detector, small, skin, smallest)
+        if face is not None and smallest is not None and face[2] < smallest:
+            face = None
         if face is not None:
             return self._region(_square(_expand(face, FACE_MARGIN)), "face", small.shape, scale, w, h, reach)
         if patch is None:
             return Region((0, 0, w, h), "none", None)
-        if _closeup(skin, patch):
+        if closeup:
             return Region((0, 0, w, h), "whole", reach)
         x, y, pw, ph = patch
         m = SKIN_MARGIN * max(pw, ph)
@@ -160,9 +164,14 @@ def skin_mask(rgb: np.ndarray) -> np.ndarray:
     return mask > 0
 
 
-def _largest_face(detector: FaceDetector, small: np.ndarray, skin: np.ndarray):
+def _largest_face(detector: FaceDetector, small: np.ndarray, skin: np.ndarray, smallest: float | None = None):
+    """The largest detected face whose box holds skin, as (x, y, w, h) on `small`, or None. Faces from
+    `smallest` pixels up when given, else from FACE_PX and then, if none, from MIN_FACE_PX."""
     # The search costs about the square of 1/min_face: most photos end with the first, cheap pass.
-    faces = detector.detect(small, min_face=FACE_PX) or detector.detect(small, min_face=MIN_FACE_PX)
+    if smallest is not None:
+        faces = detector.detect(small, min_face=max(FACE_PX, int(smallest)))
+    else:
+        faces = detector.detect(small, min_face=FACE_PX) or detector.detect(small, min_face=MIN_FACE_PX)
     for x0, y0, x1, y1, _ in sorted(faces, key=lambda f: (f[2] - f[0]) * (f[3] - f[1]), reverse=True):
         box = skin[int(y0):int(np.ceil(y1)), int(x0):int(np.ceil(x1))]
         if box.size and box.mean() >= FACE_MIN_SKIN:   # a face printed on a shirt, a statue, a grey photo
