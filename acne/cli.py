@@ -210,18 +210,15 @@ def timing_words(t: dict) -> str:
 def _graded_lines(record: dict) -> list[str]:
     scores = " · ".join(f"{name} {p:.0%}" for name, p in record["severity_scores"].items())
     grader = record["grader"]
-    combined = record.get("severity_source") == "grader+count"
     region = record.get("region") or {}
     unreliable = record.get("assessment") == "unreliable"
     lines = [
         f"{record['file']}: {record['severity']} ({record['severity_scores'][record['severity']]:.0%})"
         + (" - UNRELIABLE, see the warning" if unreliable else ""),
         f"  severity scores: {scores}",
-        f"  grader: {grader['model']} -> level {grader['level']}"
-        + (" (the severity weighs it with the lesion count)" if combined else ""),
+        f"  grader: {grader['model']} -> level {grader['level']}",
         f"  lesions found: {record['lesion_count']} (count-based grade: {record['count_grade']}"
-        + ("" if record["grades_agree"] else
-           f"; differs from the {'combined' if combined else 'grader'} estimate, {record['severity']}") + ")",
+        + ("" if record["grades_agree"] else f"; differs from the grader's estimate, {record['severity']}") + ")",
         f"  analysed region: {region.get('found_by', 'whole')} {region.get('box', '')}",
         f"  segmenter: {record['segmenter']}",
     ]

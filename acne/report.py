@@ -43,7 +43,7 @@ class Report:
     count_grade: str | None          # Hayashi band of the lesion count; None when not assessed
     region: dict | None = None       # {"box": [x0, y0, x1, y1] in photo pixels, "found_by": face|skin|whole|none}
     assessment: str = GRADED         # graded | unreliable | not_assessed (see above)
-    severity_source: str = "grader"  # "grader+count": a combination fitted on train decided (see README)
+    severity_source: str = "grader"  # what decided the severity: always the grader (kept in the JSON for readers)
     recommendations: list[str] = field(default_factory=list)
     quality_warnings: list[str] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
