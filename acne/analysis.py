@@ -307,7 +307,8 @@ def load_analyzer(settings: Settings | None = None, **overrides) -> Analyzer:
     unet, classifier = built["Lesion segmenter"], built["Severity grader"]
     regions, skin_model = built["Face detector"], built["Skin check"]
 
-    grader_example = fixed_input_example(classifier) if "onnx" in backends else None
+    # A fixed input shape: what the ONNX export is checked on and what a bf16 runner times its attention on.
+    grader_example = fixed_input_example(classifier) if {"onnx", "bf16"} & set(backends) else None
     skin_example = skin_model.preprocess(np.zeros((8, 8, 3), np.uint8)).numpy()
     runners: dict = {}
 

@@ -5,7 +5,9 @@ A runner is a callable from the model's input (an NCHW float32 tensor) to its ou
 
 - "torch": PyTorch fp32, the reference;
 - "bf16": PyTorch in bfloat16 (the UNet's encoder and coarse decoder blocks; the grader's matmuls under
-  autocast). Fast only on CPUs that compute bf16 natively (AMX, AVX512-BF16);
+  autocast). Fast only on CPUs that compute bf16 natively (AMX, AVX512-BF16). A transformer's attention
+  runs on PyTorch's fused kernel (SDPA) or as plain matmuls ("eager"), whichever this machine runs faster
+  (fastest_attention);
 - "onnx": ONNX Runtime on the same fp32 network (exported once into ACNE_CACHE_DIR, see acne.runtime).
 
 Which is fastest depends on the CPU, the thread count and even the weights, and so does whether
@@ -29,7 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 
 from . import runtime
 
@@ -38,8 +39,9 @@ log = logging.getLogger(__name__)
 BACKENDS = ("auto", "bf16", "onnx", "torch")
 PARALLEL = ("auto", "on", "off")
 WISDOM_FILE = "fastpath-wisdom.json"
-WISDOM_FORMAT = 2   # 2: the probe times the skin check with the models
+WISDOM_FORMAT = 3   # 3: freed memory kept, bf16 on its fastest attention; 2: the probe times the skin check
 BF16_DECODER_BLOCKS = 3   # of the UNet's 5 decoder blocks, the 3 coarsest run in bf16 too
+ATTENTION = ("sdpa", "eager")   # transformers' attention kernels a bf16 runner chooses between, the default first
 
 
 # --------------------------------------------------------------------------- runners
@@ -114,6 +116,7 @@ def make_runner(model, backend: str, *, threads: int, cache_dir=None, example=No
         a TorchRunner or OnnxRunner. A failed export logs one line and returns the torch runner.
     """
     kind = "unet" if hasattr(model, "channels") else "classifier"
+    runtime.keep_freed_memory()   # every runner's large tensors are then reused, not mapped afresh per call
     if backend == "onnx":
         try:
             session = runtime.cached_onnx(
@@ -126,7 +129,15 @@ def make_runner(model, backend: str, *, threads: int, cache_dir=None, example=No
                         "Segmenter" if kind == "unet" else "Grader", model.name, exc)
             backend = "torch"
     module = model.module.get()
-    return TorchRunner(copy.deepcopy(module) if backend == "bf16" else module, kind=kind, bf16=backend == "bf16")
+    if backend != "bf16":
+        return TorchRunner(module, kind=kind)
+    runner = TorchRunner(copy.deepcopy(module), kind=kind, bf16=True)
+    if kind != "unet" and example is not None:
+        import torch
+
+        key = dict(machine_key(torch.get_num_threads()), weights=model.weights_key.get(), shape=list(example.shape))
+        fastest_attention(runner, example, key=key, cache_dir=cache_dir)
+    return runner
 
 
 class _Exportable:
@@ -186,6 +197,46 @@ def _bf16_matmul_weights(model) -> None:
             continue
         if isinstance(module, (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d)):
             module.to(torch.bfloat16)
+
+
+def fastest_attention(runner: TorchRunner, example, *, key: dict, cache_dir=None, calls: int = 3) -> str:
+    """Run the transformers in a bf16 runner's module on the faster attention kernel for this machine.
+
+    PyTorch's fused attention (SDPA) and the plain matmuls ("eager") compute the same in bf16; which is faster
+    depends on the CPU (the README's "Speed" gives figures). The first start times both
+    on `example` (NCHW array) and stores the answer in the wisdom file under `key`; later starts reuse it.
+
+    Returns:
+        the kernel in use: "sdpa" or "eager" (or "" for a module without transformers).
+    """
+    import torch
+
+    models = [m for m in runner.module.modules() if callable(getattr(m, "set_attn_implementation", None))]
+    if not models:
+        return ""
+    path = (Path(cache_dir).expanduser() if cache_dir else runtime.default_cache_dir()) / WISDOM_FILE
+    wisdom_key = json.dumps(dict(key, format=WISDOM_FORMAT, what="attention"), sort_keys=True)
+    known = runtime.read_json_dict(path).get(wisdom_key, {}).get("attention")
+    if known not in ATTENTION:
+        x, times = torch.as_tensor(example), {}
+        for kernel in ATTENTION:
+            _set_attention(models, kernel)
+            runs = []
+            for _ in range(calls + 1):   # the first warms up
+                start = time.perf_counter()
+                runner(x)
+                runs.append(time.perf_counter() - start)
+            times[kernel] = round(1e3 * min(runs[1:]), 1)
+        known = min(times, key=times.get)
+        log.info("Attention in bf16: %s (%s)", known, ", ".join(f"{k} {v:.0f} ms" for k, v in times.items()))
+        _write_wisdom(path, wisdom_key, {"attention": known, "measured_ms": times})
+    _set_attention(models, known)
+    return known
+
+
+def _set_attention(models, kernel: str) -> None:
+    for model in models:
+        model.set_attn_implementation(kernel)
 
 
 # --------------------------------------------------------------------------- the choice

@@ -129,7 +129,7 @@ def load_grader(name: str, *, fallback: str | None = None, backend: str = "torch
     from .models.classifier import load_classifier
 
     model = load_classifier(name, fallback=fallback, cache_dir=cache_dir)
-    example = fixed_input_example(model) if backend == "onnx" else None
+    example = fixed_input_example(model) if backend in ("onnx", "bf16") else None
     runner = fastpath.make_runner(model, backend if example is not None or backend != "onnx" else "torch",
                                   threads=runtime.resolve_threads(threads or 0), cache_dir=cache_dir, example=example)
     return SeverityGrader(model, runner)

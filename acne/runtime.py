@@ -117,6 +117,36 @@ def pin_torch_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+# glibc's malloc hands blocks over 128 KB (raised to at most 32 MB as it sees them freed) back to the kernel
+# when they are freed, so each inference maps and zero-fills its large tensors afresh (the attention scores
+# of a 448 px ViT are 12 MB a layer); kept, they are reused (the README's "Speed" gives figures).
+MALLOC_KEEP_BELOW = 32 << 20   # blocks up to this size (the most every glibc accepts) are reused once freed
+MALLOC_TRIM_ABOVE = 1 << 30   # free memory at the heap top beyond this goes back to the kernel
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3   # mallopt parameters (glibc's malloc.h)
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc's malloc keep freed blocks of up to MALLOC_KEEP_BELOW for reuse rather than return them to
+    the kernel (the process keeps its peak memory). Returns True where it applied (glibc), else False."""
+    import ctypes
+    import ctypes.util
+
+    global _KEPT
+    if _KEPT is None:
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            mallopt = libc.mallopt
+        except (OSError, AttributeError):   # not glibc (macOS, Windows, musl): nothing to tune
+            _KEPT = False
+        else:
+            _KEPT = bool(mallopt(_M_MMAP_THRESHOLD, MALLOC_KEEP_BELOW)) and bool(
+                mallopt(_M_TRIM_THRESHOLD, MALLOC_TRIM_ABOVE))
+    return _KEPT
+
+
+_KEPT: bool | None = None
+
+
 def read_json_dict(path: Path) -> dict:
     """A JSON file's object, or {} when the file is missing, unreadable or not a JSON object (caches and
     shipped figures are optional: their absence is not an error)."""

@@ -425,7 +425,7 @@ def measure_levers(models: dict, photos: list[Path], reps: int, cache_dir: str) 
     import numpy as np
     import torch
 
-    from acne import runtime
+    from acne import fastpath, runtime
     from acne.grader import load_grader
     from acne.imaging import load_image
     from acne.lesions import find_lesions
@@ -468,6 +468,13 @@ def measure_levers(models: dict, photos: list[Path], reps: int, cache_dir: str) 
     out["grader_predict"] = ab({"torch": lambda: grader_torch.predict(rgb),
                                 "onnxruntime": lambda: grader_onnx.predict(rgb),
                                 "torch_bf16": lambda: grader_bf16.predict(rgb)}, reps)
+    # bf16 attention: the fused kernel or plain matmuls (fastpath.fastest_attention picks one per machine).
+    kernels = {}
+    for kernel in fastpath.ATTENTION:
+        kernels[kernel] = load_grader(models["grader_fallback"], backend="bf16")
+        kernels[kernel].runner.module.set_attn_implementation(kernel)
+    out["grader_bf16_attention"] = ab({k: (lambda g=g: g.predict(rgb)) for k, g in kernels.items()}, reps)
+    del kernels
     if grader_onnx.built.spec is not None:
         out["grader_preprocess"] = ab({"transformers_processor": lambda: grader_torch.inputs(rgb),
                                        "light_same_numbers": lambda: light_preprocess(grader_onnx.built.spec, rgb)},

@@ -284,6 +284,7 @@ def test_bf16_weights_stored_once_give_the_logits_autocast_gives(tiny_grader_dir
     grader = load_grader(tiny_grader_dir, backend="bf16")
     pixels = grader.inputs(load_image(example_photo))
     plain = AutoModelForImageClassification.from_pretrained(tiny_grader_dir, local_files_only=True).float().eval()
+    plain.set_attn_implementation(grader.runner.module.config._attn_implementation)   # the kernel it timed fastest
     with torch.inference_mode():
         with torch.autocast("cpu", dtype=torch.bfloat16):
             expected = plain(pixel_values=pixels).logits.float()
@@ -319,3 +320,51 @@ def test_parallel_mode_is_a_thread_split_only(tiny_settings, example_photos, mon
     monkeypatch.setattr(at_once.grader, "grade", broken)   # a worker's error reaches the caller
     with pytest.raises(RuntimeError, match="grader failed"):
         at_once.run(example_photos[0])
+
+
+def test_bf16_attention_runs_on_the_kernel_timed_fastest_and_the_choice_is_remembered(tiny_count_grader_dir, tmp_path,
+                                                                                      example_photo):
+    """Fused attention (SDPA) or plain matmuls: which is faster in bf16 depends on the CPU, so the first start
+    times both and stores the answer; a later start takes it from the wisdom file without timing again."""
+    import json
+
+    import torch
+
+    from acne.grader import fixed_input_example
+    from acne.models import load_classifier
+
+    model = load_classifier(str(tiny_count_grader_dir))
+    example = fixed_input_example(model)
+    first = fastpath.make_runner(model, "bf16", threads=1, cache_dir=tmp_path, example=example)
+    wisdom_file = tmp_path / fastpath.WISDOM_FILE
+    wisdom = json.loads(wisdom_file.read_text())
+    [(key, entry)] = [(k, v) for k, v in wisdom.items() if json.loads(k).get("what") == "attention"]
+    assert entry["attention"] in fastpath.ATTENTION and set(entry["measured_ms"]) == set(fastpath.ATTENTION)
+    assert first.module.config._attn_implementation == entry["attention"]
+
+    other = next(kernel for kernel in fastpath.ATTENTION if kernel != entry["attention"])
+    wisdom[key] = {"attention": other, "measured_ms": {}}
+    wisdom_file.write_text(json.dumps(wisdom))
+    second = fastpath.make_runner(model, "bf16", threads=1, cache_dir=tmp_path, example=example)
+    assert second.module.config._attn_implementation == other     # taken from the file, not timed again
+    assert json.loads(wisdom_file.read_text())[key]["measured_ms"] == {}
+    # Both kernels compute the same network: counts agree up to bf16 rounding.
+    pixels = model.preprocess(load_image(example_photo))
+    a, b = first(pixels)["density"].sum(), second(pixels)["density"].sum()
+    assert torch.isclose(a, b, rtol=0.02), (a, b)
+
+
+def test_a_bf16_unet_has_no_attention_to_time(tiny_segmenter_dir, tmp_path):
+    from acne.models import load_unet
+
+    runner = fastpath.make_runner(load_unet(str(tiny_segmenter_dir)), "bf16", threads=1, cache_dir=tmp_path,
+                                  example=np.zeros((1, 3, 64, 64), np.float32))
+    assert runner.backend == "bf16" and not (tmp_path / fastpath.WISDOM_FILE).exists()
+
+
+def test_freed_memory_is_kept_for_reuse_on_glibc():
+    """Large tensors freed by one inference are reused by the next instead of being mapped afresh (glibc)."""
+    import platform
+
+    assert runtime.keep_freed_memory() is (platform.libc_ver()[0] == "glibc")
+    assert runtime.keep_freed_memory() is runtime.keep_freed_memory()   # idempotent
