@@ -322,8 +322,8 @@ def test_parallel_mode_is_a_thread_split_only(tiny_settings, example_photos, mon
         at_once.run(example_photos[0])
 
 
-def test_bf16_attention_runs_on_the_kernel_timed_fastest_and_the_choice_is_remembered(tiny_count_grader_dir, tmp_path,
-                                                                                      example_photo):
+def test_bf16_attention_runs_on_the_kernel_timed_fastest_and_remembers_it(tiny_count_grader_dir, tmp_path,
+                                                                           example_photo):
     """Fused attention (SDPA) or plain matmuls: which is faster in bf16 depends on the CPU, so the first start
     times both and stores the answer; a later start takes it from the wisdom file without timing again."""
     import json
