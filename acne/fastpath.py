@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-
 from . import runtime
 
 log = logging.getLogger(__name__)
@@ -214,7 +213,7 @@ def fastest_attention(runner: TorchRunner, example, *, key: dict, cache_dir=None
     models = [m for m in runner.module.modules() if callable(getattr(m, "set_attn_implementation", None))]
     if not models:
         return ""
-    path = (Path(cache_dir).expanduser() if cache_dir else runtime.default_cache_dir()) / WISDOM_FILE
+    path = _wisdom_path(cache_dir)
     wisdom_key = json.dumps(dict(key, format=WISDOM_FORMAT, what="attention"), sort_keys=True)
     known = runtime.read_json_dict(path).get(wisdom_key, {}).get("attention")
     if known not in ATTENTION:
@@ -296,7 +295,7 @@ def choose(backends: list[str], parallels: list[bool], measure: Callable[[str, b
     if len(backends) == 1 and len(parallels) == 1:
         return Choice(backends[0], parallels[0], "forced")
     wisdom_key = json.dumps(dict(key, format=WISDOM_FORMAT, backends=backends, parallels=parallels), sort_keys=True)
-    path = (Path(cache_dir).expanduser() if cache_dir else runtime.default_cache_dir()) / WISDOM_FILE
+    path = _wisdom_path(cache_dir)
     known = runtime.read_json_dict(path).get(wisdom_key)
     if known and known.get("backend") in backends and known.get("parallel") in parallels:
         return Choice(known["backend"], bool(known["parallel"]), "cached", known.get("measured", {}))
@@ -362,6 +361,10 @@ def cpu_model() -> str:
 def _label(backend: str, parallel: bool) -> str:
     return f"{backend}+parallel" if parallel else backend
 
+
+
+def _wisdom_path(cache_dir) -> Path:
+    return (Path(cache_dir).expanduser() if cache_dir else runtime.default_cache_dir()) / WISDOM_FILE
 
 
 def _write_wisdom(path: Path, key: str, entry: dict) -> None:
