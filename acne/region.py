@@ -30,7 +30,8 @@ NO_SKIN = 0.001              # less skin than this fraction of the photo: nothin
 CLOSEUP_SIDE = 0.60          # a region this close to the photo's own size (each side): analyse it all
 CLOSEUP_SKIN = 0.30          # no face, but skin over this fraction of the photo and across it: a close-up
 MIN_SKIN_PATCH = 0.01        # a skin patch smaller than this fraction of the photo is not a region
-SMALL_FACE = 0.20            # a face narrower than this fraction of a close-up's short side is a false alarm
+SMALL_FACE = 0.20            # in a close-up, a face narrower than this fraction of the short side is doubtful:
+SURE_FACE = 0.95             # it counts only at this detector score (ears and nostrils score under 0.90)
 FACE_MIN_SKIN = 0.25         # a face box holding less skin than this is not a face to grade
 MIN_REGION_SIDE = 320        # a region narrower than this (photo pixels) shows lesions only a few pixels wide
 # Around the face detector's box, as fractions of its size, then squared: ACNE04's close-ups frame a face
@@ -107,12 +108,7 @@ class RegionFinder:
         reach = _grow(skin, max(3, round(SKIN_REACH * max(small.shape[:2]))))
         patch = _largest_patch(skin)
         closeup = patch is not None and _closeup(skin, patch)
-        # In a close-up whose skin fills the frame, a small "face" is an ear or a nostril: only faces of at
-        # least SMALL_FACE of the short side count there, so the search starts at that size (one cheap pass).
-        smallest = SMALL_FACE * min(small.shape[:2]) if closeup else None
-        face = _largest_face(self.detector, small, skin, smallest)
-        if face is not None and smallest is not None and face[2] < smallest:
-            face = None
+        face = _largest_face(self.detector, small, skin, closeup)
         if face is not None:
             return self._region(_square(_expand(face, FACE_MARGIN)), "face", small.shape, scale, w, h, reach)
         if patch is None:
@@ -164,12 +160,18 @@ def skin_mask(rgb: np.ndarray) -> np.ndarray:
     return mask > 0
 
 
-def _largest_face(detector: FaceDetector, small: np.ndarray, skin: np.ndarray, smallest: float | None = None):
+def _largest_face(detector: FaceDetector, small: np.ndarray, skin: np.ndarray, closeup: bool):
     """The largest detected face whose box holds skin, as (x, y, w, h) on `small`, or None. Faces from
-    `smallest` pixels up when given, else from FACE_PX and then, if none, from MIN_FACE_PX."""
+    FACE_PX pixels up and, if none, from MIN_FACE_PX.
+
+    In a close-up (colour says skin fills the frame) the detector also finds ears and nostrils, small and
+    unsure: there faces are searched from SMALL_FACE of the short side and, if none, from FACE_PX, where
+    only those it is sure of count (a real face in front of a skin-coloured wall or floor)."""
     # The search costs about the square of 1/min_face: most photos end with the first, cheap pass.
-    if smallest is not None:
-        faces = detector.detect(small, min_face=max(FACE_PX, int(smallest)))
+    if closeup:
+        doubtful = SMALL_FACE * min(small.shape[:2])
+        faces = [f for f in detector.detect(small, min_face=max(FACE_PX, int(doubtful))) if f[2] - f[0] >= doubtful]
+        faces = faces or [f for f in detector.detect(small, min_face=FACE_PX) if f[4] >= SURE_FACE]
     else:
         faces = detector.detect(small, min_face=FACE_PX) or detector.detect(small, min_face=MIN_FACE_PX)
     for x0, y0, x1, y1, _ in sorted(faces, key=lambda f: (f[2] - f[0]) * (f[3] - f[1]), reverse=True):
