@@ -295,7 +295,7 @@ def load_analyzer(settings: Settings | None = None, **overrides) -> Analyzer:
     for what, load in (("Lesion segmenter", lambda: load_unet(settings.segmenter)),
                        ("Severity grader", lambda: load_classifier(settings.grader, fallback=settings.grader_fallback,
                                                                    cache_dir=settings.cache_dir)),
-                       ("Face detector", lambda: RegionFinder.from_pretrained(settings.face_detector)),
+                       ("Face detector", lambda: RegionFinder.from_pretrained(settings.face_detector, threads=threads)),
                        ("Skin check", lambda: load_skin_model(settings.skin_check))):
         try:
             built[what] = load()

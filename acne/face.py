@@ -11,6 +11,8 @@ OpenCV's Haar cascades mostly do not (see weights/face_detector/README.md).
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -18,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import runtime
 from .errors import WeightsCorruptError, WeightsMissingError
 
 FIX = ("The face detector ships with the project in weights/face_detector: restore that folder (git checkout "
@@ -86,13 +89,17 @@ class ONet(nn.Module):
 class FaceDetector:
     """A loaded MTCNN that only runs: `detect(rgb, min_face)` gives face boxes."""
 
-    def __init__(self, pnet: PNet, rnet: RNet, onet: ONet):
+    def __init__(self, pnet: PNet, rnet: RNet, onet: ONet, threads: int = 1):
         self.pnet, self.rnet, self.onet = (net.float().eval() for net in (pnet, rnet, onet))
+        # The pyramid's levels are scanned side by side, each on one thread: the same arithmetic as one
+        # after the other, so the same faces.
+        self._pool = None if threads < 2 else ThreadPoolExecutor(
+            threads, thread_name_prefix="acne-face", initializer=runtime.pin_torch_threads, initargs=(1,))
 
     @classmethod
-    def from_pretrained(cls, folder: str | os.PathLike) -> "FaceDetector":
-        """Load the three networks from `folder`/model.safetensors. Raises WeightsMissingError or
-        WeightsCorruptError with a message that names the file."""
+    def from_pretrained(cls, folder: str | os.PathLike, threads: int = 1) -> "FaceDetector":
+        """Load the three networks from `folder`/model.safetensors, to scan with `threads` threads.
+        Raises WeightsMissingError or WeightsCorruptError with a message that names the file."""
         from safetensors.torch import load_file
 
         path = Path(folder).expanduser() / "model.safetensors"
@@ -107,7 +114,7 @@ class FaceDetector:
         except Exception as exc:  # noqa: BLE001 - any failure to read them is one clear message
             raise WeightsCorruptError(f"Face detector weights in {path} could not be read "
                                       f"({type(exc).__name__}); the file may be damaged. {FIX}") from exc
-        return cls(**nets)
+        return cls(**nets, threads=threads)
 
     def detect(self, rgb: np.ndarray, min_face: int = 24) -> list[tuple[float, float, float, float, float]]:
         """Faces at least `min_face` pixels wide in an RGB uint8 image: (x0, y0, x1, y1, score), best first."""
@@ -141,26 +148,34 @@ class FaceDetector:
 
     def _propose(self, image: np.ndarray, min_face: int) -> np.ndarray:
         h, w = image.shape[:2]
-        scale = 12.0 / min_face
-        found = []
+        scales, scale = [], 12.0 / min_face
         while min(h, w) * scale >= 12:
-            resized = cv2.resize(image, (int(w * scale + 1), int(h * scale + 1)), interpolation=cv2.INTER_AREA)
-            offsets, probs = self.pnet(torch.from_numpy(resized).permute(2, 0, 1)[None])
-            score = probs[0, 1].numpy()
-            ys, xs = np.nonzero(score >= THRESHOLDS[0])
-            if len(ys):
-                # Each output cell sees a 12 x 12 window at stride 2 of the resized image.
-                cells = np.stack([xs, ys], axis=1).astype(np.float32)
-                q1, q2 = np.floor((2 * cells + 1) / scale), np.floor((2 * cells + 12) / scale)
-                box = np.concatenate([q1, q2, score[ys, xs, None], offsets[0].numpy()[:, ys, xs].T], axis=1)
-                box = box[_nms(box, 0.5)]
-                found.append(box)
+            scales.append(scale)
             scale *= PYRAMID_FACTOR
+        scan = partial(self._scan, image)
+        found = [box for box in (map(scan, scales) if self._pool is None else self._pool.map(scan, scales))
+                 if box is not None]
         if not found:
             return np.zeros((0, 5), np.float32)
         boxes = np.concatenate(found)
         boxes = boxes[_nms(boxes, 0.7)]
         return np.concatenate([_regress(boxes[:, :4], boxes[:, 5:9]), boxes[:, 4:5]], axis=1)
+
+    def _scan(self, image: np.ndarray, scale: float) -> np.ndarray | None:
+        """P-net's candidates at one pyramid level: (x0, y0, x1, y1, score, 4 offsets) rows, or None."""
+        h, w = image.shape[:2]
+        with torch.inference_mode():   # per thread
+            resized = cv2.resize(image, (int(w * scale + 1), int(h * scale + 1)), interpolation=cv2.INTER_AREA)
+            offsets, probs = self.pnet(torch.from_numpy(resized).permute(2, 0, 1)[None])
+        score = probs[0, 1].numpy()
+        ys, xs = np.nonzero(score >= THRESHOLDS[0])
+        if not len(ys):
+            return None
+        # Each output cell sees a 12 x 12 window at stride 2 of the resized image.
+        cells = np.stack([xs, ys], axis=1).astype(np.float32)
+        q1, q2 = np.floor((2 * cells + 1) / scale), np.floor((2 * cells + 12) / scale)
+        box = np.concatenate([q1, q2, score[ys, xs, None], offsets[0].numpy()[:, ys, xs].T], axis=1)
+        return box[_nms(box, 0.5)]
 
 
 def _nms(boxes: np.ndarray, iou: float) -> np.ndarray:

@@ -89,9 +89,9 @@ class RegionFinder:
         self.detector = detector
 
     @classmethod
-    def from_pretrained(cls, face_detector: str | os.PathLike) -> "RegionFinder":
-        """Load the face detector from its weights folder (see acne.face)."""
-        return cls(FaceDetector.from_pretrained(face_detector))
+    def from_pretrained(cls, face_detector: str | os.PathLike, threads: int = 1) -> "RegionFinder":
+        """Load the face detector from its weights folder (see acne.face), to search with `threads` threads."""
+        return cls(FaceDetector.from_pretrained(face_detector, threads=threads))
 
     def find(self, rgb: np.ndarray) -> Region:
         """The region of an RGB photo (HxWx3 uint8) to analyse, and where its skin is.

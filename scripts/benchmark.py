@@ -639,8 +639,10 @@ def region_step_12mp(photos: list[Path]) -> dict:
     from acne.config import Settings
     from acne.reframe import reframe
     from acne.region import RegionFinder
+    from acne.runtime import resolve_threads
 
-    finder = RegionFinder.from_pretrained(Settings.from_env().face_detector)
+    settings = Settings.from_env()
+    finder = RegionFinder.from_pretrained(settings.face_detector, threads=resolve_threads(settings.torch_threads))
     rng = np.random.default_rng(0)
     framed = [reframe(np.array(Image.open(p).convert("RGB")), rng=rng, frame=(4032, 3024))[0] for p in photos]
     finder.find(framed[0])   # first call pays one-off costs

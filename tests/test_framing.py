@@ -158,6 +158,26 @@ def test_the_region_step_costs_the_same_for_a_12_megapixel_photo(finder):
     assert region.found_by == "face" and region.skin.shape[1] <= 480
 
 
+def test_scanning_the_pyramid_on_two_threads_finds_the_same_faces(finder):
+    """The analysis scans the detector's pyramid levels side by side: the same boxes and scores, bit for bit,
+    as one thread, on photos where faces are found in the first search and in the small-face search."""
+    from acne.region import FACE_PX, MIN_FACE_PX, _detection_copy
+
+    two = RegionFinder.from_pretrained(WEIGHTS / "face_detector", threads=2)
+    rng = np.random.default_rng(5)
+    photos = [portrait(1536), cv2.resize(portrait(512), (4032, 3024)),
+              reframe(valid_cases(step=100)[0].rgb, rng=rng, frame=(4032, 3024))[0]]
+    found = 0
+    for photo in photos:
+        small, _ = _detection_copy(photo)
+        for min_face in (FACE_PX, MIN_FACE_PX):
+            faces = finder.detector.detect(small, min_face=min_face)
+            assert two.detector.detect(small, min_face=min_face) == faces
+            found += len(faces)
+        assert two.find(photo).box == finder.find(photo).box
+    assert found >= 6
+
+
 def test_missing_or_damaged_face_detector_weights_say_which_file_and_the_fix(tmp_path):
     from acne.errors import WeightsCorruptError, WeightsMissingError
 
