@@ -26,24 +26,24 @@ def finder() -> RegionFinder:
     return RegionFinder.from_pretrained(WEIGHTS / "face_detector")
 
 
-@pytest.fixture(scope="module")
-def shipped():
-    """The shipped weights through the default fast path the machine picks (ACNE_BACKEND=auto)."""
+def _shipped_analyzer(**speed):
     from acne.analysis import load_analyzer
     from acne.config import Settings
 
     return load_analyzer(Settings(segmenter=str(WEIGHTS / "segmenter"), grader=str(WEIGHTS / "grader"),
-                                  grader_fallback=str(WEIGHTS / "grader")))
+                                  grader_fallback=str(WEIGHTS / "grader"), **speed))
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    """The shipped weights through the default fast path the machine picks (ACNE_BACKEND=auto)."""
+    return _shipped_analyzer()
 
 
 @pytest.fixture(scope="module")
 def reference():
     """The shipped weights in fp32, one model after the other (ACNE_BACKEND=torch ACNE_PARALLEL=off)."""
-    from acne.analysis import load_analyzer
-    from acne.config import Settings
-
-    return load_analyzer(Settings(segmenter=str(WEIGHTS / "segmenter"), grader=str(WEIGHTS / "grader"),
-                                  grader_fallback=str(WEIGHTS / "grader"), backend="torch", parallel="off"))
+    return _shipped_analyzer(backend="torch", parallel="off")
 
 
 def valid_cases(step: int) -> list[FramingCase]:
@@ -361,7 +361,6 @@ def test_reframed_valid_photos_get_the_close_ups_severity_and_lesions(reference)
     figures = framing_figures(reference, cases, seed=0)
     del figures["photos"]
     close, framed = figures["closeup"], figures["reframed"]
-    print(json.dumps(figures, indent=1))
     assert figures["same_severity"] >= 0.90, figures
     assert framed["severity_accuracy"] >= close["severity_accuracy"] - 0.03, figures
     assert framed["lesion"]["f1"] >= 0.9 * close["lesion"]["f1"], figures
